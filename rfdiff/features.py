@@ -1,0 +1,189 @@
+"""The random-feature score model.
+
+    s_A(x, t) = (1/m) A phi(x, t),      phi(x, t) = act(W x + U e(t))  in R^m,
+
+with ``A`` (d x m) trained and ``W`` (m x d), ``U`` (m x d_e) frozen random
+matrices drawn from a seeded generator: ``W_ij ~ N(0, w_scale^2)``,
+``U_ij ~ N(0, u_scale^2 / d_e)``. ``e(t)`` is a bounded time embedding.
+The pre-activation of feature j is ``W_j . x + b_j(t)`` with bias
+``b_j(t) = U_j . e(t)``; in 1D a ReLU feature has its kink at
+``z_j(t) = -b_j(t) / W_j``.
+
+Time embeddings (all bounded, so the theorem's assumption holds):
+
+- ``"log-sinusoidal"`` (default): with ``u = log(t / t_lo) / log(t_hi / t_lo)``,
+  ``e(t) = [1, cos(pi k u), sin(pi k u)]_{k=1..n_freq}`` (d_e = 1 + 2 n_freq);
+- ``"ou"``: ``e(t) = [sigma_t, alpha_t, 1]`` of the OU process.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import special
+
+from . import _validate as v
+from .score import Score
+
+ACTIVATIONS = ("relu", "softplus", "tanh", "gelu", "swish")
+EMBEDDINGS = ("log-sinusoidal", "ou")
+
+
+def activation(name: str, x: np.ndarray) -> np.ndarray:
+    """``act(x)`` for the named activation (numerically stable forms)."""
+    if name == "relu":
+        return np.maximum(x, 0.0)
+    if name == "softplus":
+        return np.logaddexp(0.0, x)
+    if name == "tanh":
+        return np.tanh(x)
+    if name == "gelu":
+        return x * special.ndtr(x)
+    if name == "swish":
+        return x * special.expit(x)
+    raise ValueError(f"activation must be one of {ACTIVATIONS}, got {name!r}")
+
+
+def activation_derivative(name: str, x: np.ndarray) -> np.ndarray:
+    """``act'(x)``; for ReLU the right derivative (1 at 0)."""
+    if name == "relu":
+        return (x >= 0.0).astype(np.float64)
+    if name == "softplus":
+        return special.expit(x)
+    if name == "tanh":
+        return 1.0 - np.tanh(x) ** 2
+    if name == "gelu":
+        return special.ndtr(x) + x * np.exp(-0.5 * x * x) / np.sqrt(2 * np.pi)
+    if name == "swish":
+        s = special.expit(x)
+        return s * (1.0 + x * (1.0 - s))
+    raise ValueError(f"activation must be one of {ACTIVATIONS}, got {name!r}")
+
+
+@dataclass(frozen=True)
+class TimeEmbedding:
+    """A bounded embedding ``e(t)`` of the diffusion time (see module docstring)."""
+
+    kind: str = "log-sinusoidal"
+    n_freq: int = 3
+    t_lo: float = 1e-3
+    t_hi: float = 8.0
+
+    def __post_init__(self):
+        v.choice("time_embedding", self.kind, EMBEDDINGS)
+        v.positive_int("n_freq", self.n_freq)
+        v.window(self.t_lo, self.t_hi)
+
+    @property
+    def dim(self) -> int:
+        return 1 + 2 * self.n_freq if self.kind == "log-sinusoidal" else 3
+
+    def __call__(self, t) -> np.ndarray:
+        """``e(t)`` for scalar or (k,) times: shape (d_e,) or (k, d_e)."""
+        t = np.asarray(t, dtype=np.float64)
+        if self.kind == "ou":
+            return np.stack([np.sqrt(-np.expm1(-2 * t)), np.exp(-t), np.ones_like(t)], axis=-1)
+        u = np.log(t / self.t_lo) / np.log(self.t_hi / self.t_lo)
+        k = np.arange(1, self.n_freq + 1)
+        ang = np.pi * u[..., None] * k
+        return np.concatenate([np.ones(t.shape + (1,)), np.cos(ang), np.sin(ang)], axis=-1)
+
+
+@dataclass(frozen=True)
+class RandomFeatureScore:
+    """Random-feature score model ``s_A(x, t) = (1/m) A act(W x + U e(t))``.
+
+    Parameters: ``m`` features (>= 1), data dimension ``dim``, ``activation`` in
+    ``ACTIVATIONS``, ``time_embedding`` (a name or a :class:`TimeEmbedding`),
+    ``seed`` of the frozen weights, ``w_scale`` and ``u_scale`` their scales.
+    """
+
+    m: int
+    dim: int = 1
+    activation: str = "relu"
+    time_embedding: TimeEmbedding | str = "log-sinusoidal"
+    seed: int = 0
+    w_scale: float = 1.0
+    u_scale: float = 1.0
+    W: np.ndarray = field(init=False, repr=False, compare=False)
+    U: np.ndarray = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        set_ = object.__setattr__
+        set_(self, "m", v.positive_int("m", self.m))
+        set_(self, "dim", v.positive_int("dim", self.dim))
+        v.choice("activation", self.activation, ACTIVATIONS)
+        emb = self.time_embedding
+        if isinstance(emb, str):
+            emb = TimeEmbedding(v.choice("time_embedding", emb, EMBEDDINGS))
+        elif not isinstance(emb, TimeEmbedding):
+            raise ValueError("time_embedding must be a name in "
+                             f"{EMBEDDINGS} or a TimeEmbedding, got {emb!r}")
+        set_(self, "time_embedding", emb)
+        set_(self, "seed", v.positive_int("seed", self.seed, minimum=0))
+        set_(self, "w_scale", v.positive("w_scale", self.w_scale))
+        set_(self, "u_scale", v.positive("u_scale", self.u_scale))
+        rng = np.random.default_rng(self.seed)
+        W = self.w_scale * rng.standard_normal((self.m, self.dim))
+        U = self.u_scale * rng.standard_normal((self.m, emb.dim)) / np.sqrt(emb.dim)
+        W.flags.writeable = False
+        U.flags.writeable = False
+        set_(self, "W", W)
+        set_(self, "U", U)
+
+    def bias(self, t) -> np.ndarray:
+        """``b(t) = U e(t)``: shape (m,) for scalar t, (k, m) for (k,) times."""
+        return self.time_embedding(t) @ self.U.T
+
+    def preactivation(self, z, t) -> np.ndarray:
+        z = v.points("z", z, self.dim)
+        b = self.bias(t)
+        return z @ self.W.T + b
+
+    def features(self, z, t) -> np.ndarray:
+        """``phi(z, t)``: shape (k, m)."""
+        return activation(self.activation, self.preactivation(z, t))
+
+    def features_dz(self, z, t) -> np.ndarray:
+        """``act'(W z + b(t))``, shape (k, m); ``d phi_j / d z_i = act'_j W_ji``."""
+        return activation_derivative(self.activation, self.preactivation(z, t))
+
+    def score(self, A, z, t) -> np.ndarray:
+        """``s_A(z, t) = phi(z, t) A^T / m``: shape (k, d)."""
+        return self.features(z, t) @ np.asarray(A).T / self.m
+
+    def score_dz(self, A, z, t) -> np.ndarray:
+        """Divergence ``sum_i d s_i/d z_i = (1/m) sum_j act'_j (sum_i A_ij W_ji)``."""
+        a = np.einsum("ij,ji->j", np.asarray(A), self.W)
+        return self.features_dz(z, t) @ a / self.m
+
+    def score_fn(self, A) -> "RFScore":
+        """The model at parameters ``A`` as a :class:`~rfdiff.score.Score`."""
+        A = v.finite_array("A", A, ndim=2)
+        if A.shape != (self.dim, self.m):
+            raise ValueError(f"A must have shape ({self.dim}, {self.m}), got {A.shape}")
+        return RFScore(self, A)
+
+    def describe(self) -> dict:
+        e = self.time_embedding
+        return {"m": self.m, "dim": self.dim, "activation": self.activation, "seed": self.seed,
+                "w_scale": self.w_scale, "u_scale": self.u_scale,
+                "time_embedding": {"kind": e.kind, "n_freq": e.n_freq, "t_lo": e.t_lo, "t_hi": e.t_hi}}
+
+
+@dataclass(frozen=True)
+class RFScore(Score):
+    """A random-feature model at fixed parameters ``A``, as a score object."""
+
+    model: RandomFeatureScore
+    A: np.ndarray
+
+    @property
+    def dim(self) -> int:
+        return self.model.dim
+
+    def __call__(self, z, t):
+        return self.model.score(self.A, z, t)
+
+    def dz(self, z, t):
+        return self.model.score_dz(self.A, z, t)
