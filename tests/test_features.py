@@ -1,0 +1,61 @@
+import numpy as np
+import pytest
+
+import rfdiff as rf
+from rfdiff.features import ACTIVATIONS, activation, activation_derivative
+
+
+@pytest.mark.parametrize("name", ACTIVATIONS)
+def test_activation_derivative_is_finite_difference(name):
+    x = np.linspace(-6, 6, 101) + 0.013      # avoid the ReLU kink at 0
+    h = 1e-6
+    fd = (activation(name, x + h) - activation(name, x - h)) / (2 * h)
+    np.testing.assert_allclose(activation_derivative(name, x), fd, rtol=1e-7, atol=1e-9)
+
+
+@pytest.mark.parametrize("name", ACTIVATIONS)
+@pytest.mark.parametrize("dim", [1, 3])
+def test_score_divergence_is_finite_difference(name, dim):
+    model = rf.RandomFeatureScore(m=50, dim=dim, activation=name, seed=3)
+    A = np.random.default_rng(0).standard_normal((dim, 50))
+    z = np.random.default_rng(1).standard_normal((7, dim))
+    t, h = 0.37, 1e-6
+    fd = np.zeros(7)
+    for i in range(dim):
+        e = np.zeros(dim)
+        e[i] = h
+        fd += (model.score(A, z + e, t)[:, i] - model.score(A, z - e, t)[:, i]) / (2 * h)
+    np.testing.assert_allclose(model.score_dz(A, z, t), fd, rtol=1e-6, atol=1e-8)
+
+
+def test_features_are_seeded_and_time_embedding_bounded():
+    a = rf.RandomFeatureScore(m=20, seed=5)
+    b = rf.RandomFeatureScore(m=20, seed=5)
+    c = rf.RandomFeatureScore(m=20, seed=6)
+    np.testing.assert_array_equal(a.W, b.W)
+    assert not np.array_equal(a.W, c.W)
+    t = np.logspace(-8, 3, 50)
+    for kind in ("log-sinusoidal", "ou"):
+        e = rf.features.TimeEmbedding(kind)(t)
+        assert np.all(np.abs(e) <= 1.0 + 1e-15)
+    z = np.zeros((4, 1))
+    assert a.features(z, 0.5).shape == (4, 20)
+    assert a.features(z, np.full(4, 0.5)).shape == (4, 20)
+
+
+@pytest.mark.parametrize("kw,match", [
+    (dict(m=0), "m must"), (dict(m=-3), "m must"), (dict(m=4, dim=0), "dim"),
+    (dict(m=4, activation="sigmoidish"), "activation"),
+    (dict(m=4, time_embedding="fourier"), "time_embedding"), (dict(m=4, seed=-1), "seed"),
+])
+def test_bad_model_arguments(kw, match):
+    with pytest.raises(ValueError, match=match):
+        rf.RandomFeatureScore(**kw)
+
+
+def test_score_fn_checks_shape():
+    model = rf.RandomFeatureScore(m=8)
+    with pytest.raises(ValueError, match="A must have shape"):
+        model.score_fn(np.zeros((2, 8)))
+    with pytest.raises(ValueError, match="finite"):
+        model.score_fn(np.full((1, 8), np.nan))
