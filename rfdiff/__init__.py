@@ -5,7 +5,8 @@ form) -> score -> density / KL / metrics. See README.md for a worked example.
 """
 from .process import OU, VP, Process
 from .score import Score, as_score
-from .targets import CompactDensity, Empirical, GaussianMixture, two_modes
+from .targets.empirical import Empirical
+from .targets.mixture import GaussianMixture, two_modes
 from .features import RandomFeatureScore
 from .flow import Flow, QuadraticForm
 from .scorematching import ScoreMatching
@@ -15,6 +16,6 @@ __version__ = "0.1.0"
 
 __all__ = [
     "OU", "VP", "Process", "Score", "as_score", "GaussianMixture", "two_modes",
-    "CompactDensity", "Empirical", "RandomFeatureScore", "Flow", "QuadraticForm",
+    "Empirical", "RandomFeatureScore", "Flow", "QuadraticForm",
     "ScoreMatching", "get_backend",
 ]

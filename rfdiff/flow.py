@@ -71,9 +71,9 @@ class QuadraticForm:
 def _decay_gain(xp, lam, tau):
     """``exp(-lam tau)`` and ``f_tau(lam) = -expm1(-lam tau)/lam`` for a (k,) tau
     against (r,) lam; ``lam == 0`` (null space, where c = 0) gets decay 1, gain 0."""
-    lt = tau[:, None] * lam[None, :]
     null = lam[None, :] == 0
     with np.errstate(invalid="ignore", over="ignore"):
+        lt = tau[:, None] * lam[None, :]          # inf * 0 = nan on the null space, masked below
         decay = xp.where(null, 1.0, xp.exp(-lt))
         gain = xp.where(null, 0.0, -xp.expm1(-lt) / xp.where(null, 1.0, lam[None, :]))
     # tau = inf: exp(-inf) = 0, gain = 1/lam (the least-squares limit)
@@ -201,7 +201,7 @@ class Flow:
             raise ValueError("steps must be integers >= 0")
         xp = self.backend.xp
         decay, gain = _gd_decay_gain(xp, self.eigvals, lr, self.backend.asarray(k))
-        return self._params_from_b(self._b(decay * 1.0, gain * lr), np.ndim(steps) == 0)
+        return self._params_from_b(self._b(decay, gain), np.ndim(steps) == 0)
 
     def train_loss(self, tau) -> np.ndarray:
         """Training loss ``L(A(tau))``: ``1/2 [sum lambda b^2 - 2 sum b c + c0]``."""

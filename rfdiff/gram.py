@@ -28,6 +28,8 @@ time node — the GPU path.
 """
 from __future__ import annotations
 
+import warnings
+
 import numba
 import numpy as np
 from scipy.stats import norm, qmc
@@ -148,7 +150,11 @@ def grid_rows_1d(target, process, t_nodes, omega, z_density=4.0, z_order=8, max_
 
 def qmc_normals(n: int, d: int, seed: int) -> np.ndarray:
     """``n`` scrambled-Sobol standard normal vectors in d dimensions."""
-    u = qmc.Sobol(d, scramble=True, seed=seed).random(n)
+    with warnings.catch_warnings():
+        # any n is fine: the first n points of a scrambled Sobol sequence are still
+        # low-discrepancy; only the exact balance of 2^k points is lost
+        warnings.filterwarnings("ignore", message="The balance properties", category=UserWarning)
+        u = qmc.Sobol(d, scramble=True, seed=seed).random(n)
     return norm.ppf(np.clip(u, 1e-16, 1 - 1e-16))
 
 

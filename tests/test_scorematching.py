@@ -42,10 +42,10 @@ def test_grid_method_converges_to_relu_exact_at_second_order():
     exact, _ = _sm(n_time=8)
     G = exact.train_form.gram
     errs = []
-    for dens in (2.0, 4.0, 8.0):
+    for dens in (4.0, 8.0, 16.0):
         grid, _ = _sm(n_time=8, method="grid", z_density=dens, z_order=4)
         errs.append(_rel(grid.train_form.gram, G))
-    assert errs[-1] < 1e-5
+    assert errs[-1] < 5e-6
     order = np.log2(errs[0] / errs[1]), np.log2(errs[1] / errs[2])
     assert min(order) > 1.7, (errs, order)
 
@@ -64,8 +64,8 @@ def test_default_time_quadrature_is_converged():
 
 
 def test_smooth_activation_grid_default_is_converged():
-    sm, _ = _sm(activation="tanh", n_time=12)
-    fine, _ = _sm(activation="tanh", n_time=12, z_density=16.0)
+    sm, _ = _sm(activation="tanh", m=32, n=100)
+    fine, _ = _sm(activation="tanh", m=32, n=100, n_time=4 * sm.n_time, z_density=4 * sm.z_density)
     assert _rel(sm.train_form.gram, fine.train_form.gram) < 1e-6
     assert _rel(sm.train_form.cross, fine.train_form.cross) < 1e-6
 

@@ -1,0 +1,55 @@
+"""Benchmark (3): Gram assembly and eigendecomposition against the machine's own rates.
+
+Prints the Gram assembly (GEMM over quadrature rows) FLOP rate as a fraction of
+the float64 GEMM rate measured in the same run, the exact 1D ReLU assembly
+time, and rfdiff's eigendecomposition time relative to a bare
+``numpy.linalg.eigh`` on the same matrix.
+
+    python benchmarks/kernels.py [--quick] [--json PATH]
+"""
+import numpy as np
+
+import rfdiff as rf
+from rfdiff.backend import NUMPY
+from rfdiff.gram import accumulate_rows, qmc_rows
+
+from _common import best_of, gemm_rate, parser, report
+
+
+def main(argv=None):
+    args = parser(__doc__).parse_args(argv)
+    m = 1024 if args.quick else 4096
+    n, n_time, n_eps = (200, 8, 8) if args.quick else (1000, 16, 4)
+    out = {"m": m}
+    out["gemm_gflops"] = gemm_rate(1024 if args.quick else 2048)
+
+    # Gram assembly over rows (d = 2: the GEMM path); FLOPs counted as the GEMMs do
+    x = np.random.default_rng(0).standard_normal((n, 2))
+    model = rf.RandomFeatureScore(m=m, dim=2, seed=0)
+    sm = rf.ScoreMatching(model, x, n_time=n_time, n_eps=n_eps)
+    rows = list(qmc_rows(sm.data, sm.process, sm.t_nodes, sm.omega, n_eps, 0))
+    R = sum(len(r[0]) for r in rows)
+    t_gram = best_of(lambda: accumulate_rows(model, rows, NUMPY), 2)
+    out["rows"] = R
+    out["gram_gflops"] = 2 * R * m * (m + 2) / t_gram / 1e9
+    out["gram_fraction_of_gemm"] = out["gram_gflops"] / out["gemm_gflops"]
+
+    # exact 1D ReLU assembly (no rows: O(m^2) per time node)
+    x1 = rf.two_modes(3.0).sample(1000, seed=0)
+    sm1 = rf.ScoreMatching(rf.RandomFeatureScore(m=m, seed=0), x1)
+    sm1.train_form                                        # compile the numba kernel
+    out["relu_exact_gram_s"] = best_of(
+        lambda: rf.ScoreMatching(rf.RandomFeatureScore(m=m, seed=0), x1).train_form, 2)
+
+    # eigendecomposition: rfdiff's backend vs bare numpy on the same H
+    H = sm1.train_form.gram / m**2
+    t_np = best_of(lambda: np.linalg.eigh(H), 2)
+    t_rf = best_of(lambda: NUMPY.eigh(H), 2)
+    out["eigh_numpy_s"] = t_np
+    out["eigh_rfdiff_s"] = t_rf
+    out["eigh_ratio_vs_numpy"] = t_rf / t_np
+    report(out, args.json)
+
+
+if __name__ == "__main__":
+    main()
