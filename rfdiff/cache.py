@@ -32,6 +32,7 @@ import io
 import os
 import re
 import warnings
+import zipfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
@@ -219,10 +220,16 @@ class Cache:
             if default is _MISSING:
                 raise KeyError(key)
             return default
-        if man["kind"] == "dataset":
-            return load_dataset(data)
-        with np.load(io.BytesIO(blob), allow_pickle=False) as npz:
-            return _unflatten(man["leaves"], npz)
+        try:
+            if man["kind"] == "dataset":
+                return load_dataset(data)
+            with np.load(io.BytesIO(blob), allow_pickle=False) as npz:
+                return _unflatten(man["leaves"], npz)
+        except (ValueError, KeyError, TypeError, OSError, zipfile.BadZipFile) as exc:
+            self._discard(key, f"{data}: unreadable ({type(exc).__name__}: {exc})")
+            if default is _MISSING:
+                raise KeyError(key) from None
+            return default
 
     def meta(self, key: str) -> dict | None:
         """The ``meta`` dict stored with an intact entry, or None."""
@@ -278,7 +285,8 @@ class Cache:
                     "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                     "meta": to_jsonable(meta or {}, strict=False)}
         save_json(manifest, mpath)  # last: the entry exists from this moment
-        if old and old != final.name:
+        if isinstance(old, str) and old != final.name and Path(old).name == old \
+                and old.startswith(f"{key}-"):
             try:
                 (d / old).unlink()
             except OSError:

@@ -24,6 +24,7 @@ import argparse
 import importlib
 import json
 import sys
+import warnings
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -182,8 +183,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # --help, --version, usage errors
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
     prog = f"rfdiff {args.command}"
+
+    def show_warning(message, category, filename, lineno, file=None, line=None):
+        print(f"{prog}: warning: {message}", file=sys.stderr)
+
     try:
-        return int(args._run(args) or 0)
+        with warnings.catch_warnings():
+            warnings.showwarning = show_warning  # one line, no source location
+            return int(args._run(args) or 0)
     except (UsageError, ValueError) as exc:
         if args.traceback:
             raise
@@ -196,4 +203,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Under ``python -m rfdiff.cli`` this file runs as __main__, a second copy of the
+    # module; run the canonical one so that commands share its exception classes.
+    from rfdiff.cli import main as _main
+
+    sys.exit(_main())

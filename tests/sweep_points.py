@@ -67,3 +67,12 @@ def sleepy(x, delay):
     """Sleeps ``delay`` seconds (for timeouts)."""
     time.sleep(delay)
     return {"x": x}
+
+
+def misbehave(x):
+    """Kills its worker process at x == 2 (as a segfault or the OOM killer would), raises at 3."""
+    if x == 2:
+        os._exit(1)
+    if x == 3:
+        raise ValueError(f"boom at x={x}")
+    return {"y": float(x)}

@@ -94,8 +94,9 @@ class LocalExecutor:
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc):
-        self.close()
+    def __exit__(self, exc_type, *exc):
+        # On an error or ^C, don't wait for the points still running.
+        self.close(wait=exc_type is None)
 
     def submit(self, fn, *args):
         try:
@@ -116,8 +117,8 @@ class LocalExecutor:
     def cancel(self, fut):
         fut.cancel()
 
-    def close(self):
-        self._pool.shutdown(wait=True, cancel_futures=True)
+    def close(self, wait: bool = True):
+        self._pool.shutdown(wait=wait, cancel_futures=True)
 
 
 class DaskExecutor:
