@@ -11,6 +11,7 @@ changes**:
   is ``git:<revision>+dirty:<hash>``, the hash being over the ``.py`` files of
   those two trees, so every further edit invalidates again;
 - outside git (an installed wheel) it is ``src:<hash>`` of the same files;
+- it is detected once per process, from the files as they were then;
 - the environment variable ``RFDIFF_CODE_VERSION``, when set, replaces all of
   this (e.g. to share one cache between machines that differ only in
   checkout, or to pin it while editing plots).
@@ -20,6 +21,7 @@ Nothing here raises: a missing package or git is reported as ``None`` /
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib
 import importlib.metadata
@@ -130,10 +132,20 @@ def source_hash() -> str:
 
 
 def code_version() -> str:
-    """The code identity used in cache keys (see the module docstring)."""
+    """The code identity used in cache keys (see the module docstring).
+
+    Detected once per process (a process runs the code it imported when it
+    started, whatever happens to the files later); ``RFDIFF_CODE_VERSION`` is
+    read on every call.
+    """
     override = os.environ.get("RFDIFF_CODE_VERSION")
     if override:
         return override
+    return _detected_code_version()
+
+
+@functools.lru_cache(maxsize=1)
+def _detected_code_version() -> str:
     git = git_info()
     if git["revision"] == "unknown":
         return f"src:{source_hash()[:16]}"

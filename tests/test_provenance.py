@@ -55,7 +55,20 @@ def _fake_tree(tmp_path, monkeypatch):
     monkeypatch.setattr(prov_mod, "_PACKAGE_DIR", pkg)
     monkeypatch.setattr(prov_mod, "_REPO_DIR", tmp_path)
     monkeypatch.delenv("RFDIFF_CODE_VERSION", raising=False)
+    prov_mod._detected_code_version.cache_clear()
     return pkg
+
+
+def fresh_code_version() -> str:
+    """code_version() as a new process would see it (it is memoised per process)."""
+    prov_mod._detected_code_version.cache_clear()
+    return code_version()
+
+
+@pytest.fixture(autouse=True)
+def _forget_detected_version():
+    yield
+    prov_mod._detected_code_version.cache_clear()
 
 
 def test_outside_git_code_version_hashes_sources(tmp_path, monkeypatch):
@@ -63,12 +76,13 @@ def test_outside_git_code_version_hashes_sources(tmp_path, monkeypatch):
     pkg = _fake_tree(tmp_path, monkeypatch)
     assert git_info() == {"revision": "unknown", "dirty": None}
     v1 = code_version()
-    assert v1.startswith("src:") and code_version() == v1
+    assert v1.startswith("src:") and fresh_code_version() == v1
     (tmp_path / "analysis" / "c.py").write_text("z = 4\n")
-    v2 = code_version()
+    assert code_version() == v1  # this process still runs the code it imported
+    v2 = fresh_code_version()
     assert v2 != v1
     (pkg / "notes.txt").write_text("not code")  # only .py files count
-    assert code_version() == v2
+    assert fresh_code_version() == v2
 
 
 @pytest.mark.skipif(not HAVE_GIT, reason="git not installed")
@@ -86,15 +100,15 @@ def test_git_checkout_revision_and_dirty_flag(tmp_path, monkeypatch):
     rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True,
                          text=True, check=True).stdout.strip()
     assert git_info() == {"revision": rev, "dirty": False}
-    assert code_version() == f"git:{rev}"
+    assert fresh_code_version() == f"git:{rev}"
     (tmp_path / "README").write_text("docs only")  # outside rfdiff/ and analysis/
     assert git_info()["dirty"] is False
     (pkg / "a.py").write_text("x = 2\n")
     assert git_info()["dirty"] is True
-    v_dirty = code_version()
+    v_dirty = fresh_code_version()
     assert v_dirty.startswith(f"git:{rev}+dirty:")
     (pkg / "a.py").write_text("x = 3\n")  # every further edit changes the version
-    assert code_version() not in (v_dirty, f"git:{rev}")
+    assert fresh_code_version() not in (v_dirty, f"git:{rev}")
     (pkg / "new.py").write_text("")  # untracked source counts as dirty too
     git("checkout", "--", "rfdiff/a.py")
     assert git_info()["dirty"] is True
