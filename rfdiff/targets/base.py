@@ -183,6 +183,14 @@ def gh_tensor(order: int, dim: int, active=None):
     return nodes, weights
 
 
+def use_parallel(k: int, min_points: int) -> bool:
+    """Whether a numba kernel over k points should run its ``prange`` version:
+    thread start-up costs more than it saves on a few points (and much more on a
+    loaded machine), so small calls run serially."""
+    import numba
+    return k >= min_points and numba.get_num_threads() > 1
+
+
 def sobol_normals(n_points: int, dim: int, seed: int) -> np.ndarray:
     """``n_points`` scrambled-Sobol N(0, I_dim) vectors (a power of 2 is best)."""
     from scipy.special import ndtri

@@ -29,47 +29,59 @@ import numpy as np
 
 from .. import _validate as v
 from . import _gauss1d
-from .base import Target, check_process, gh_tensor, probability_weights, scalar_time, sobol_normals
+from .base import (Target, check_process, gh_tensor, probability_weights, scalar_time, sobol_normals,
+                   use_parallel)
+
+
+@nb.njit(cache=True)
+def _empirical_point(z, x, logw, a, s2, mean, res):
+    """``(log p^_t(z), div)``; the score ``mean / s2`` is left in ``mean``."""
+    n, d = x.shape
+    top = -np.inf
+    for j in range(n):
+        q = 0.0
+        for c in range(d):
+            r = a * x[j, c] - z[c]
+            q += r * r
+        lj = logw[j] - 0.5 * q / s2
+        if lj > top:
+            top = lj
+    tot = 0.0
+    m2 = 0.0
+    for c in range(d):
+        mean[c] = 0.0
+    for j in range(n):
+        q = 0.0
+        for c in range(d):
+            res[c] = a * x[j, c] - z[c]
+            q += res[c] * res[c]
+        e = math.exp(logw[j] - 0.5 * q / s2 - top)
+        if e == 0.0:
+            continue
+        tot += e
+        f = e / tot
+        for c in range(d):   # West's weighted mean/variance update
+            delta = res[c] - mean[c]
+            mean[c] += f * delta
+            m2 += e * delta * (res[c] - mean[c])
+    for c in range(d):
+        mean[c] /= s2
+    logp = top + math.log(tot) - 0.5 * d * math.log(2.0 * math.pi * s2)
+    return logp, (-d + m2 / tot / s2) / s2
 
 
 @nb.njit(cache=True, parallel=True)
-def _empirical_kernel(z, x, logw, alpha, sigma2, logp, score, div):
-    k, d = z.shape
-    n = x.shape[0]
-    for i in nb.prange(k):
-        a = alpha[i]
-        s2 = sigma2[i]
-        top = -np.inf
-        for j in range(n):
-            q = 0.0
-            for c in range(d):
-                r = a * x[j, c] - z[i, c]
-                q += r * r
-            lj = logw[j] - 0.5 * q / s2
-            if lj > top:
-                top = lj
-        mean = np.zeros(d)
-        res = np.empty(d)
-        tot = 0.0
-        m2 = 0.0
-        for j in range(n):
-            q = 0.0
-            for c in range(d):
-                res[c] = a * x[j, c] - z[i, c]
-                q += res[c] * res[c]
-            e = math.exp(logw[j] - 0.5 * q / s2 - top)
-            if e == 0.0:
-                continue
-            tot += e
-            f = e / tot
-            for c in range(d):
-                delta = res[c] - mean[c]
-                mean[c] += f * delta
-                m2 += e * delta * (res[c] - mean[c])
-        logp[i] = top + math.log(tot) - 0.5 * d * math.log(2.0 * math.pi * s2)
-        for c in range(d):
-            score[i, c] = mean[c] / s2
-        div[i] = (-d + m2 / tot / s2) / s2
+def _empirical_parallel(z, x, logw, alpha, sigma2, logp, score, div):
+    for i in nb.prange(z.shape[0]):
+        res = np.empty(x.shape[1])
+        logp[i], div[i] = _empirical_point(z[i], x, logw, alpha[i], sigma2[i], score[i], res)
+
+
+@nb.njit(cache=True)
+def _empirical_serial(z, x, logw, alpha, sigma2, logp, score, div):
+    res = np.empty(x.shape[1])
+    for i in range(z.shape[0]):
+        logp[i], div[i] = _empirical_point(z[i], x, logw, alpha[i], sigma2[i], score[i], res)
 
 
 class Empirical(Target):
@@ -118,7 +130,8 @@ class Empirical(Target):
         alpha, sigma2 = self._times(t, z.shape[0], process)
         k = z.shape[0]
         logp, score, div = np.empty(k), np.empty((k, self.dim)), np.empty(k)
-        _empirical_kernel(z, self.x, self._logw, alpha, sigma2, logp, score, div)
+        kernel = _empirical_parallel if use_parallel(k, max(2, 20000 // self.n)) else _empirical_serial
+        kernel(z, self.x, self._logw, alpha, sigma2, logp, score, div)
         return logp, score, div
 
     # -- 1D partial moments ------------------------------------------------------
@@ -132,9 +145,8 @@ class Empirical(Target):
 
     def _lower_partial_moments(self, z, t, process):
         alpha, sigma = float(process.alpha(t)), math.sqrt(float(process.sigma2(t)))
-        out = np.empty((3, z.shape[0]))
-        _gauss1d.sorted_sum_pm(np.ascontiguousarray(z), *self._sorted, alpha, sigma, out)
-        return out
+        return _gauss1d.sorted_sum_pm(np.ascontiguousarray(z), *self._sorted, alpha, sigma,
+                                      use_parallel(z.shape[0], 64))
 
     @cached_property
     def _reflected(self):

@@ -27,7 +27,7 @@ from .. import _validate as v
 from .. import symbolic
 from . import _gauss1d
 from .base import (Target, check_process, gh_tensor, probability_weights, scalar_time,
-                   sobol_normals, time_arrays)
+                   sobol_normals, time_arrays, use_parallel)
 
 
 class GaussianMixture(Target):
@@ -108,10 +108,8 @@ class GaussianMixture(Target):
     def _lower_partial_moments(self, z, t, process):
         alpha, sigma2 = float(process.alpha(t)), float(process.sigma2(t))
         var = self._variances(np.array([t]), np.array([alpha]), np.array([sigma2]))[0, :, 0]
-        out = np.empty((3, z.shape[0]))
-        _gauss1d.mixture_pm(np.ascontiguousarray(z), alpha * self.means[:, 0], np.sqrt(var),
-                            np.asarray(self.weights), out)
-        return out
+        return _gauss1d.mixture_pm(np.ascontiguousarray(z), alpha * self.means[:, 0], np.sqrt(var),
+                                   np.asarray(self.weights), use_parallel(z.shape[0], 256))
 
     def _reflect(self):
         return GaussianMixture(self.weights, -self.means, self.covs)
