@@ -34,7 +34,9 @@ import numba
 import numpy as np
 from scipy.stats import norm, qmc
 
+from ._hermite_pm import empirical_partial_moments
 from .backend import Backend
+from .targets.empirical import Empirical
 from .quadrature import composite_gauss_legendre
 
 _NOPYTHON = dict(cache=True, nogil=True)
@@ -78,11 +80,22 @@ def _relu_gram_kernel(w, b, zlo, zhi, flo, fhi, omega, G, C):
             G[k, j] = G[j, k]
 
 
+_relu_gram_kernel_serial = numba.njit(**_NOPYTHON)(_relu_gram_kernel.py_func)
+
+
 def total_moments(target, t, process) -> np.ndarray:
     """``[E 1, E z, E z^2]`` under ``p_t`` (exact for mixture-type targets)."""
     z, wts = target.expectation_nodes(t, process, order=4)
     z = z[:, 0]
     return np.array([wts.sum(), wts @ z, wts @ (z * z)])
+
+
+def partial_moments(target, z, t, process):
+    """``int_{-inf}^{z} x^r p_t(x) dx`` at points z (k,); the training set uses the
+    fast Hermite-expansion kernel (absolute accuracy, cost independent of n)."""
+    if isinstance(target, Empirical):
+        return empirical_partial_moments(target, z, t, process)
+    return target.partial_moments(z[:, None], t, process)
 
 
 def relu_exact_1d(model, target, process, t_nodes, omega):
@@ -97,7 +110,7 @@ def relu_exact_1d(model, target, process, t_nodes, omega):
         bq = model.bias(t)
         b[:, q] = bq
         kink = np.where(w != 0, -bq / np.where(w != 0, w, 1.0), 0.0)
-        fk = target.partial_moments(kink[:, None], t, process)            # (3, m)
+        fk = partial_moments(target, kink, t, process)                    # (3, m)
         tot = total_moments(target, t, process)[:, None]
         always = (w == 0) & (bq > 0)                                     # constant active feature
         zlo[:, q] = np.where(pos, kink, np.where(always, -np.inf, np.where(neg, -np.inf, np.inf)))
@@ -106,7 +119,8 @@ def relu_exact_1d(model, target, process, t_nodes, omega):
         fhi[:, :, q] = np.where(neg, fk, np.where(zhi[:, q] == np.inf, tot, 0.0))
     G = np.empty((m, m))
     C = np.empty(m)
-    _relu_gram_kernel(w, b, zlo, zhi, flo, fhi, np.ascontiguousarray(omega, dtype=np.float64), G, C)
+    kernel = _relu_gram_kernel if m >= 256 else _relu_gram_kernel_serial
+    kernel(w, b, zlo, zhi, flo, fhi, np.ascontiguousarray(omega, dtype=np.float64), G, C)
     return G, C[None, :]
 
 
@@ -126,26 +140,36 @@ def accumulate_rows(model, row_chunks, backend: Backend):
     return backend.to_numpy(0.5 * (G + G.T)), backend.to_numpy(C)
 
 
-def mass_interval(target, t, process, sigma):
-    """An interval holding all of ``p_t``'s mass (to double precision)."""
-    z, _ = target.expectation_nodes(t, process, order=30)
-    return z.min() - 2.0 * sigma, z.max() + 2.0 * sigma
+def mass_panels(target, t, process, sigma, z_density, max_panels=20_000):
+    """Panel edges covering the mass of ``p_t`` (to double precision).
+
+    The target's expectation nodes are grouped into clusters separated by gaps
+    wider than ``4 sigma`` (empty space between modes or training points);
+    each cluster, widened by ``2 sigma``, gets panels of width ``sigma/z_density``.
+    """
+    z = np.sort(target.expectation_nodes(t, process, order=30)[0][:, 0])
+    cut = np.flatnonzero(np.diff(z) > 4.0 * sigma)
+    lo = np.concatenate([[z[0]], z[cut + 1]]) - 2.0 * sigma
+    hi = np.concatenate([z[cut], [z[-1]]]) + 2.0 * sigma
+    counts = np.maximum(1, np.ceil((hi - lo) * z_density / sigma)).astype(int)
+    if counts.sum() > max_panels:
+        counts = np.maximum(1, (counts * max_panels / counts.sum()).astype(int))
+    return [np.linspace(a, b, c + 1) for a, b, c in zip(lo, hi, counts)]
 
 
-def grid_rows_1d(target, process, t_nodes, omega, z_density=4.0, z_order=8, max_panels=20_000):
+def grid_rows_1d(target, process, t_nodes, omega, z_density=4.0, z_order=8):
     """Composite Gauss-Legendre rows against ``p_t`` in 1D, one chunk per time node.
 
     Yields ``(z, t, weight, y)`` with ``weight = omega_q * GL weight * p_t(z)``
-    and ``y`` the target's score. Records the panel counts in ``stats``.
+    and ``y`` the target's score.
     """
     for t, om in zip(t_nodes, omega):
         sigma = float(np.sqrt(process.sigma2(t)))
-        lo, hi = mass_interval(target, t, process, sigma)
-        n_panels = int(min(max_panels, max(16, np.ceil((hi - lo) * z_density / sigma))))
-        z, wq = composite_gauss_legendre(np.linspace(lo, hi, n_panels + 1), z_order)
-        z = z[:, None]
-        dens = np.exp(target.log_pt(z, t, process))
-        yield z, t, om * wq * dens, target.score(z, t, process)
+        parts = [composite_gauss_legendre(e, z_order) for e in mass_panels(target, t, process, sigma, z_density)]
+        z = np.concatenate([p[0] for p in parts])[:, None]
+        wq = np.concatenate([p[1] for p in parts])
+        logp, score, _ = target.evaluate(z, t, process)
+        yield z, t, om * wq * np.exp(logp), score
 
 
 def qmc_normals(n: int, d: int, seed: int) -> np.ndarray:
