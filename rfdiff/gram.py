@@ -32,11 +32,10 @@ import warnings
 
 import numba
 import numpy as np
-from scipy.stats import norm, qmc
 
 from ._hermite_pm import empirical_partial_moments
 from .backend import Backend
-from .targets.empirical import Empirical
+from .targets import Empirical
 from .quadrature import composite_gauss_legendre
 
 _NOPYTHON = dict(cache=True, nogil=True)
@@ -174,6 +173,8 @@ def grid_rows_1d(target, process, t_nodes, omega, z_density=4.0, z_order=8):
 
 def qmc_normals(n: int, d: int, seed: int) -> np.ndarray:
     """``n`` scrambled-Sobol standard normal vectors in d dimensions."""
+    from scipy.stats import norm, qmc          # lazy: scipy.stats costs ~1 s to import
+
     with warnings.catch_warnings():
         # any n is fine: the first n points of a scrambled Sobol sequence are still
         # low-discrepancy; only the exact balance of 2^k points is lost

@@ -37,7 +37,7 @@ from .gram import accumulate_rows, grid_rows_1d, qmc_rows, relu_exact_1d, sample
 from .backend import get_backend
 from .process import OU, Process
 from .quadrature import log_time_grid
-from .targets.empirical import Empirical
+from .targets import Empirical
 
 WEIGHTINGS = ("sigma2", "sigma", "likelihood")
 METHODS = ("auto", "relu_exact", "grid", "rows")
