@@ -23,10 +23,10 @@ require_torch()
 
 from .nets import MLPScore, ResidualScore, ScoreNet, UNet  # noqa: E402
 from .rf import RFHistory, RFNet, gd_flow_gap_bound, gradient_descent, minibatch_training  # noqa: E402
-from .train import NetScore, TrainHistory, as_rfdiff_score, denoising_loss, excess_risk, train  # noqa: E402
+from .train import DenoisingSampler, NetScore, TrainHistory, as_rfdiff_score, denoising_loss, excess_risk, train  # noqa: E402
 
 __all__ = [
     "INSTALL_HINT", "RFNet", "RFHistory", "gradient_descent", "minibatch_training",
     "gd_flow_gap_bound", "ScoreNet", "MLPScore", "ResidualScore", "UNet", "train",
-    "TrainHistory", "NetScore", "as_rfdiff_score", "denoising_loss", "excess_risk",
+    "TrainHistory", "NetScore", "DenoisingSampler", "as_rfdiff_score", "denoising_loss", "excess_risk",
 ]
