@@ -197,7 +197,8 @@ def pm_point(kind, par, z, alpha, sigma, base, xi, wxi, trans):
                 a1 += pw * x
                 a2 += pw * x * x
             else:
-                c0, c1, c2 = _gauss1d.gauss_pm(z, alpha * x, sigma)
+                # nodes come in ascending x: see _gauss1d.sorted_sum_pm for the flag
+                c0, c1, c2 = _gauss1d.gauss_pm(z, alpha * x, sigma, a0 < pw)
                 a0 += pw * c0
                 a1 += pw * c1
                 a2 += pw * c2

@@ -5,9 +5,12 @@
     e(x) = (z - alpha x) / sigma.
 
 Both constructors give a log-concave ``p_0`` with ``log p_0 -> -inf`` at the ends,
-so h is concave on (lo, hi): its maximiser x* is found by bisection on h', and
-the window where ``h > h(x*) - 46`` (beyond it the integrand is below
-``e^-46 ~ 1e-20`` of its peak and falls faster still) by bisection on h. The
+so h is concave on (lo, hi): its maximiser x* is found by Newton's method on h'
+(safeguarded by bisection), and the window where ``h > h(x*) - 46`` (beyond it
+the integrand is below ``e^-46 ~ 1e-20`` of its peak and falls faster still) by
+walking out from x* in doubling steps and bisecting on h. (A window set by the
+Gaussian factor alone would miss the mass when ``p_0`` vanishes fast at an end,
+as the bump does.) The
 window is integrated with composite Gauss-Legendre in log space (log-sum-exp
 over the nodes) in a numba kernel; its width follows the posterior of x given z
 (``~ sigma/alpha`` for small t, the support for large t, ``~ 1e-7`` next to an
@@ -35,6 +38,7 @@ from ._compact_kernels import (BETA, BUMP, TRANSITION, WINDOW_HALF, WINDOW_HALF_
                                pm_parallel, pm_serial, pt_parallel, pt_serial)
 from .base import Target, check_process, scalar_time, time_arrays, use_parallel
 
+
 @lru_cache(maxsize=1)
 def _bump_log_norm() -> float:
     """``log int_{-1}^{1} exp(-1/(1 - u^2)) du`` (mpmath, 30 digits; 0.443993816168...)."""
@@ -44,7 +48,8 @@ def _bump_log_norm() -> float:
 
 
 class CompactDensity(Target):
-    """A C^1 density on ``[lo, hi]``; build it with :meth:`beta` or :meth:`bump`.
+    """A C^1 density on ``[lo, hi]``; build it with :meth:`beta` or :meth:`bump`
+    (``__init__(kind, a, b, lo, hi)`` takes already validated values).
 
     ``window_order`` Gauss-Legendre nodes per panel (10 panels, 18 for a Beta
     with non-integer a or b) integrate the window of every ``p_t`` evaluation;

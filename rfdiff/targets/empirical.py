@@ -34,7 +34,7 @@ from .base import (Target, check_process, gh_tensor, probability_weights, scalar
 
 
 @nb.njit(cache=True)
-def _empirical_point(z, x, logw, a, s2, mean, res):
+def _empirical_point(z, x, logw, a, s2, mean, res, lg):
     """``(log p^_t(z), div)``; the score ``mean / s2`` is left in ``mean``."""
     n, d = x.shape
     top = -np.inf
@@ -43,24 +43,21 @@ def _empirical_point(z, x, logw, a, s2, mean, res):
         for c in range(d):
             r = a * x[j, c] - z[c]
             q += r * r
-        lj = logw[j] - 0.5 * q / s2
-        if lj > top:
-            top = lj
+        lg[j] = logw[j] - 0.5 * q / s2
+        if lg[j] > top:
+            top = lg[j]
     tot = 0.0
     m2 = 0.0
     for c in range(d):
         mean[c] = 0.0
     for j in range(n):
-        q = 0.0
-        for c in range(d):
-            res[c] = a * x[j, c] - z[c]
-            q += res[c] * res[c]
-        e = math.exp(logw[j] - 0.5 * q / s2 - top)
-        if e == 0.0:
+        if lg[j] - top < -700.0:   # below 1e-304 of the largest weight: skip the work
             continue
+        e = math.exp(lg[j] - top)
         tot += e
         f = e / tot
         for c in range(d):   # West's weighted mean/variance update
+            res[c] = a * x[j, c] - z[c]
             delta = res[c] - mean[c]
             mean[c] += f * delta
             m2 += e * delta * (res[c] - mean[c])
@@ -74,14 +71,16 @@ def _empirical_point(z, x, logw, a, s2, mean, res):
 def _empirical_parallel(z, x, logw, alpha, sigma2, logp, score, div):
     for i in nb.prange(z.shape[0]):
         res = np.empty(x.shape[1])
-        logp[i], div[i] = _empirical_point(z[i], x, logw, alpha[i], sigma2[i], score[i], res)
+        lg = np.empty(x.shape[0])
+        logp[i], div[i] = _empirical_point(z[i], x, logw, alpha[i], sigma2[i], score[i], res, lg)
 
 
 @nb.njit(cache=True)
 def _empirical_serial(z, x, logw, alpha, sigma2, logp, score, div):
     res = np.empty(x.shape[1])
+    lg = np.empty(x.shape[0])
     for i in range(z.shape[0]):
-        logp[i], div[i] = _empirical_point(z[i], x, logw, alpha[i], sigma2[i], score[i], res)
+        logp[i], div[i] = _empirical_point(z[i], x, logw, alpha[i], sigma2[i], score[i], res, lg)
 
 
 class Empirical(Target):

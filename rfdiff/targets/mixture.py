@@ -27,7 +27,7 @@ from .. import _validate as v
 from .. import symbolic
 from . import _gauss1d
 from .base import (Target, check_process, gh_tensor, probability_weights, scalar_time,
-                   sobol_normals, time_arrays, use_parallel)
+                   sobol_normals, time_arrays)
 
 
 class GaussianMixture(Target):
@@ -109,7 +109,7 @@ class GaussianMixture(Target):
         alpha, sigma2 = float(process.alpha(t)), float(process.sigma2(t))
         var = self._variances(np.array([t]), np.array([alpha]), np.array([sigma2]))[0, :, 0]
         return _gauss1d.mixture_pm(np.ascontiguousarray(z), alpha * self.means[:, 0], np.sqrt(var),
-                                   np.asarray(self.weights), use_parallel(z.shape[0], 256))
+                                   np.asarray(self.weights))
 
     def _reflect(self):
         return GaussianMixture(self.weights, -self.means, self.covs)
