@@ -107,20 +107,21 @@ class Flow:
                  rcond: float | None = None, problem=None, model=None):
         xp = backend.xp
         self.backend = backend
+        self.dtype = eigvecs.dtype
         self.m = eigvecs.shape[0]
-        lam = xp.asarray(eigvals, dtype=np.float64)
+        lam = xp.asarray(eigvals, dtype=self.dtype)
         self.lambda_max = float(lam.max()) if lam.size else 0.0
         self.lambda_min_raw = float(lam.min()) if lam.size else 0.0
         if rcond is None:
-            rcond = self.m * np.finfo(np.float64).eps
+            rcond = self.m * np.finfo(self.dtype).eps
         cut = rcond * max(self.lambda_max, 0.0)
         keep = lam > cut
         self.n_clipped = int(lam.size - int(keep.sum()))
         self.eigvals = xp.where(keep, lam, 0.0)
         self.eigvecs = eigvecs
-        self.cross = backend.asarray(cross)
+        self.cross = backend.asarray(cross, dtype=self.dtype)
         self.c0 = float(c0)
-        self.A0 = backend.asarray(A0)
+        self.A0 = backend.asarray(A0, dtype=self.dtype)
         self.b0 = self.A0 @ eigvecs                                      # (d, r)
         self.c = xp.where(keep[None, :], (self.cross / self.m) @ eigvecs, 0.0)
         self.A_null = self.A0 - self.b0 @ eigvecs.T                      # outside span(V)
@@ -130,13 +131,20 @@ class Flow:
 
     # -- construction ----------------------------------------------------
     @classmethod
-    def from_gram(cls, form: QuadraticForm, A0=None, backend="numpy", rcond=None, **kw):
-        """Eigendecompose ``H = G/m^2`` (m x m)."""
+    def from_gram(cls, form: QuadraticForm, A0=None, backend="numpy", rcond=None,
+                  dtype=np.float64, **kw):
+        """Eigendecompose ``H = G/m^2`` (m x m).
+
+        ``dtype=np.float32`` halves memory and is faster on GPUs, but it is
+        accurate (~1e-4) only while ``tau * lambda_max <~ 10``: eigenvalues below
+        ``m * 1.2e-7 * lambda_max`` are round-off in float32 and get clipped, so
+        late-training A(tau) is wrong (tested; measured in benchmarks/kernels.py).
+        """
         be = get_backend(backend)
         m = form.m
         d = form.cross.shape[0]
         A0 = _initial(A0, d, m)
-        H = be.asarray(form.gram) / m**2
+        H = be.asarray(form.gram, dtype=dtype) / m**2
         lam, V = be.eigh(0.5 * (H + H.T))
         return cls(lam, V, form.cross, form.c0, A0, be, rcond=rcond, **kw)
 
@@ -178,7 +186,7 @@ class Flow:
         if tau_arr.ndim != 1 or np.any(np.isnan(tau_arr)) or np.any(tau_arr < 0):
             raise ValueError("tau must be >= 0 (a scalar or a 1D array; inf allowed)")
         xp = self.backend.xp
-        decay, gain = _decay_gain(xp, self.eigvals, self.backend.asarray(tau_arr))
+        decay, gain = _decay_gain(xp, self.eigvals, self.backend.asarray(tau_arr, dtype=self.dtype))
         return self._b(decay, gain)
 
     def _b(self, decay, gain):
@@ -186,7 +194,7 @@ class Flow:
 
     def _params_from_b(self, b, scalar):
         A = self.A_null[None] + b @ self.eigvecs.T
-        A = self.backend.to_numpy(A)
+        A = self.backend.to_numpy(A).astype(np.float64, copy=False)
         return A[0] if scalar else A
 
     def params(self, tau) -> np.ndarray:
@@ -200,7 +208,7 @@ class Flow:
         if np.any(k < 0) or np.any(k != np.round(k)):
             raise ValueError("steps must be integers >= 0")
         xp = self.backend.xp
-        decay, gain = _gd_decay_gain(xp, self.eigvals, lr, self.backend.asarray(k))
+        decay, gain = _gd_decay_gain(xp, self.eigvals, lr, self.backend.asarray(k, dtype=self.dtype))
         return self._params_from_b(self._b(decay, gain), np.ndim(steps) == 0)
 
     def train_loss(self, tau) -> np.ndarray:
@@ -227,8 +235,8 @@ class Flow:
                 raise ValueError("population_loss needs the flow's ScoreMatching problem")
             form = self.problem.quadratic_form(target)
             be, m = self.backend, self.m
-            Hp = be.asarray(form.gram) / m**2
-            Cm = be.asarray(form.cross) / m
+            Hp = be.asarray(form.gram, dtype=self.dtype) / m**2
+            Cm = be.asarray(form.cross, dtype=self.dtype) / m
             V = self.eigvecs
             P = V.T @ Hp @ V
             HA = self.A_null @ Hp

@@ -201,7 +201,7 @@ class ScoreMatching:
         c0 = self._c0_nodes(target) if self.method == "relu_exact" else self._c0_rows(target)
         return QuadraticForm(G, C, c0, self._info("population"))
 
-    def flow(self, A0=None, backend="numpy", rcond=None) -> Flow:
+    def flow(self, A0=None, backend="numpy", rcond=None, dtype=np.float64) -> Flow:
         """Eigendecompose once; the returned :class:`~rfdiff.flow.Flow` answers any tau.
 
         Uses the sample-space (rows x rows) kernel when the rows method has
@@ -215,7 +215,7 @@ class ScoreMatching:
                 form = self.train_form
                 return Flow.from_rows(phi, w, form.cross, form.c0, A0=A0, backend=backend,
                                       rcond=rcond, problem=self, model=self.model)
-        return Flow.from_gram(self.train_form, A0=A0, backend=backend, rcond=rcond,
+        return Flow.from_gram(self.train_form, A0=A0, backend=backend, rcond=rcond, dtype=dtype,
                               problem=self, model=self.model)
 
     def quadrature_error(self, factor: int = 2) -> dict:
