@@ -48,6 +48,17 @@ def main(argv=None):
     out["eigh_numpy_s"] = t_np
     out["eigh_rfdiff_s"] = t_rf
     out["eigh_ratio_vs_numpy"] = t_rf / t_np
+
+    # float32: time of the set-up and accuracy of A(tau) at tau * lambda_max = 10 and 1e6
+    f64 = sm1.flow()
+    t32 = best_of(lambda: sm1.flow(dtype=np.float32), 2)
+    f32 = sm1.flow(dtype=np.float32)
+    out["flow_setup_float32_over_float64"] = t32 / best_of(lambda: sm1.flow(), 2)
+    for scale in (10.0, 1e6):
+        tau = scale / f64.lambda_max
+        A64 = f64.params(tau)
+        out[f"float32_rel_error_at_tau*lmax={scale:g}"] = float(
+            np.linalg.norm(f32.params(tau) - A64) / np.linalg.norm(A64))
     report(out, args.json)
 
 
