@@ -23,7 +23,8 @@ require_torch()
 
 from .nets import MLPScore, ResidualScore, ScoreNet, UNet  # noqa: E402
 from .rf import RFHistory, RFNet, gd_flow_gap_bound, gradient_descent, minibatch_training  # noqa: E402
-from .train import DenoisingSampler, NetScore, TrainHistory, as_rfdiff_score, denoising_loss, excess_risk, train  # noqa: E402
+from .train import (DenoisingSampler, NetScore, TrainHistory, as_rfdiff_score,  # noqa: E402
+                    denoising_loss, excess_risk, train)
 
 __all__ = [
     "INSTALL_HINT", "RFNet", "RFHistory", "gradient_descent", "minibatch_training",

@@ -10,6 +10,7 @@ parts with numpy (see :class:`rfdiff.torch.rf.RFNet`).
 from __future__ import annotations
 
 import math
+import sys
 
 import numpy as np
 import torch
@@ -54,16 +55,15 @@ def as_embedding(time_embedding) -> TimeEmbedding:
                      f"TimeEmbedding, got {time_embedding!r}")
 
 
-def resolve_device(device) -> torch.device:
-    """``None`` -> CUDA when present, else CPU."""
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 def to_tensor(a, dtype=DEFAULT_DTYPE, device=None) -> torch.Tensor:
     return torch.tensor(np.asarray(a), dtype=dtype, device=device)  # a copy: core arrays are read-only
 
 
 def to_numpy(x: torch.Tensor) -> np.ndarray:
     return x.detach().to("cpu", torch.float64).numpy()
+
+
+def progress_bar(total: int, desc: str, enabled: bool):
+    """A tqdm bar, shown only when asked for and stderr is a terminal."""
+    from tqdm.auto import tqdm
+    return tqdm(total=total, desc=desc, leave=False, disable=not (enabled and sys.stderr.isatty()))

@@ -6,8 +6,9 @@ All take points ``x`` of shape (k, d) and times ``t`` of shape (k,), have a
 - :class:`MLPScore`: one hidden layer,
   ``s(x, t) = V act(W [x; e(t)] + b) + c`` (``"standard"`` PyTorch
   parametrisation and init) or ``(1/m) A act(...)`` (``"mean-field"``, the
-  random-feature model's scaling: freezing the first layer gives
-  :class:`~rfdiff.torch.rf.RFNet`). Outputs the score.
+  random-feature model's 1/m readout, ``A`` entries N(0, 1), no output bias;
+  unlike :class:`~rfdiff.torch.rf.RFNet` the hidden layer has a bias and is
+  trained). Outputs the score.
 - :class:`ResidualScore`: ``h_0 = W_in [x; e(t)] + b_in``,
   ``h_{k+1} = h_k + (1/L) V_k act(W_k h_k)`` (k = 0..L-1), ``s = W_out h_L``:
   the residual net whose large-depth limit is a neural ODE. Smooth init

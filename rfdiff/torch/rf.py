@@ -38,7 +38,7 @@ import torch
 from .. import _validate as v
 from ..features import RandomFeatureScore, RFScore
 from ..flow import Flow
-from ._common import DEFAULT_DTYPE, act_fn, embed_time, to_numpy, to_tensor
+from ._common import DEFAULT_DTYPE, act_fn, embed_time, progress_bar, to_numpy, to_tensor
 
 FEATURE_PATHS = ("numpy", "torch")
 
@@ -152,8 +152,6 @@ def gradient_descent(sm, lr: float, steps: int, record=None, A0=None, *, feature
     ``[0, steps]``). Equals ``sm.flow(A0).gd_params(lr, record)`` up to
     round-off; stable for ``lr < 2/lambda_max``.
     """
-    from tqdm.auto import tqdm
-
     lr = v.positive("lr", lr)
     steps, rec = _record_steps(record, steps)
     net = RFNet(sm.model, A0, features=features, device=device)
@@ -180,7 +178,7 @@ def gradient_descent(sm, lr: float, steps: int, record=None, A0=None, *, feature
     opt = torch.optim.SGD(net.parameters(), lr=lr)
     out = np.empty((len(rec), sm.model.dim, m))
     j = 0
-    bar = tqdm(total=steps, disable=not progress, desc="GD", leave=False)
+    bar = progress_bar(steps, "GD", progress)
     for k in range(steps + 1):
         if k == rec[j]:
             out[j] = to_numpy(net.A)
@@ -190,7 +188,8 @@ def gradient_descent(sm, lr: float, steps: int, record=None, A0=None, *, feature
         opt.zero_grad(set_to_none=False)
         loss_fn().backward()
         opt.step()
-        bar.update()
+        if not bar.disable:
+            bar.update()
     bar.close()
     return RFHistory(rec, out, np.asarray(form.loss(out)), lr, sm.model, method,
                      info={"problem": sm.describe(), "features": features, "device": str(dev)})
