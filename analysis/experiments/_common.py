@@ -1,0 +1,226 @@
+"""Building blocks shared by the figure experiments.
+
+- :func:`rf_flow`: a random-feature score-matching problem on ``n`` samples of a
+  target and its closed-form gradient flow (the O(m^3) set-up, done once);
+- :func:`grid_kl`: ``KL(p_0 || p_gen)`` of the probability-flow ODE for many
+  scores at once (a random-feature flow at many taus), by a composite
+  trapezoid rule on a fine uniform grid (see its docstring for why not
+  Gauss-Hermite);
+- :func:`early_stopping`: the minimiser ``tau*`` of a KL curve on a log grid,
+  refined by a quadratic fit in ``log tau``;
+- :func:`first_crossing`: the first tau where a curve falls below a level,
+  interpolated in ``log tau``.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from rfdiff import OU, RandomFeatureScore, ScoreMatching
+from rfdiff._batch import RFBatch, make_batch
+from rfdiff.likelihood import ode_log_density
+
+
+def rf_flow(target, n: int, m: int, *, seed: int = 0, data_seed: int = 0, n_time: int = 64,
+            t_min: float = 1e-3, T: float = 8.0, weighting: str = "sigma2", w_scale: float = 1.0,
+            u_scale: float = 1.0):
+    """``(flow, problem, x)``: RF model (defaults: ReLU, log-sinusoidal embedding,
+    features seeded by ``seed``) trained by gradient flow on ``n`` samples of
+    ``target`` drawn with ``data_seed``."""
+    x = target.sample(n, seed=data_seed)
+    model = RandomFeatureScore(m, seed=seed, w_scale=w_scale, u_scale=u_scale)
+    problem = ScoreMatching(model, x, OU(), t_min=t_min, T=T, weighting=weighting, n_time=n_time)
+    return problem.flow(), problem, x
+
+
+def kl_window(target, pad: float = 8.0):
+    """An interval holding all but ~e^{-32} of a 1D mixture's mass (``pad`` sds)."""
+    means = np.asarray(target.means)[:, 0]
+    sd = np.sqrt(np.asarray(target.covs)[:, 0, 0]).max()
+    return float(means.min() - pad * sd), float(means.max() + pad * sd)
+
+
+def grid_kl(score_batch, target, *, h: float = 0.02, atol: float = 1e-4, window=None,
+            t_min: float = 1e-3, T: float = 8.0, process=None) -> dict:
+    """``KL(p_0 || p_gen)`` and ``KL(p_{t_min} || p_gen)`` of the probability-flow ODE
+    for every score of a batch, with an error estimate.
+
+    ``log p_gen`` is exact up to the ODE tolerance
+    (:func:`rfdiff.likelihood.ode_log_density`); the expectation is a composite
+    trapezoid rule with step ``h`` on ``window`` (default: the target's means
+    +- 8 sd). Why not the Gauss-Hermite nodes of :func:`rfdiff.likelihood.kl_ode`:
+    with ReLU features ``log p_gen`` has kinks (the score is piecewise linear in
+    z), on which Gauss-Hermite converges slowly (errors ~3e-2 at order 256 late
+    in training), while the trapezoid rule's error is O(h^2) across a kink.
+
+    Error: ``|KL_h - KL_2h| + |KL(atol/10) - KL(atol)|`` (the 2h rule uses every
+    other node, so two ODE solves give both differences); the value is
+    ``KL_h`` at ``atol/10``. Returns a dict of (B,) arrays: ``value``, ``error``,
+    ``kl_tmin``, ``kl_tmin_error``, ``mass`` (of p_gen on the window), plus
+    ``nfev``.
+    """
+    process = OU() if process is None else process
+    if not hasattr(score_batch, "n"):
+        score_batch = make_batch(score_batch)
+    lo, hi = kl_window(target) if window is None else window
+    k = int(np.ceil((hi - lo) / (2 * h))) * 2          # even number of panels
+    z = np.linspace(lo, hi, k + 1)[:, None]
+    hh = (hi - lo) / k
+    w1 = np.full(k + 1, hh)
+    w1[[0, -1]] = hh / 2
+    w2 = np.zeros(k + 1)
+    w2[::2] = 2 * hh
+    w2[[0, -1]] = hh
+    out = {}
+    lp = {}
+    nfev = 0
+    ref0 = np.asarray(target.log_pt(z, 0.0, process))
+    reft = np.asarray(target.log_pt(z, t_min, process))
+    p0 = np.exp(ref0)
+    for a in (atol, atol / 10):
+        lg, st = ode_log_density(score_batch, z, process, t_min, T, atol=a, weights=w1 * p0)
+        if st.status != 0:
+            raise RuntimeError(f"probability-flow ODE failed: {st.message}")
+        lp[a] = lg
+        nfev += st.nfev
+    fine = lp[atol / 10]
+    for name, err_name, ref in (("value", "error", ref0), ("kl_tmin", "kl_tmin_error", reft)):
+        p = np.exp(ref)
+        d_fine = (ref[None] - fine) * p[None]
+        q1 = d_fine @ w1
+        q2 = d_fine @ w2
+        qc = ((ref[None] - lp[atol]) * p[None]) @ w1
+        err = np.abs(q1 - q2) + np.abs(q1 - qc)
+        out[name], out[err_name] = q1, err
+    with np.errstate(over="ignore"):
+        out["mass"] = np.exp(fine) @ w1
+    out["nfev"] = nfev
+    out["n_nodes"] = k + 1
+    return out
+
+
+def flow_grid_kl(flow, taus, target, **kw) -> dict:
+    """:func:`grid_kl` of a random-feature flow at many training times."""
+    taus = np.atleast_1d(np.asarray(taus, dtype=float))
+    return grid_kl(RFBatch(flow.model, flow.params(taus)), target, **kw)
+
+
+def early_stopping(taus, kl, kl_err=None) -> dict:
+    """``tau*``: argmin of ``kl`` on the (log-spaced) grid ``taus``, refined by a
+    parabola through the minimum and its two neighbours in ``log tau``.
+
+    ``interior`` says whether the grid minimum has a neighbour on both sides
+    that is larger by more than the combined error (a resolved U-shape); at an
+    end point ``tau*`` is that end point and ``interior`` is False.
+    """
+    taus = np.asarray(taus, dtype=float)
+    kl = np.asarray(kl, dtype=float)
+    err = np.zeros_like(kl) if kl_err is None else np.asarray(kl_err, dtype=float)
+    ok = np.isfinite(kl)
+    i = int(np.nanargmin(np.where(ok, kl, np.inf)))
+    res = {"index": i, "tau_grid": float(taus[i]), "kl_grid": float(kl[i]), "kl_grid_error": float(err[i])}
+    if 0 < i < len(taus) - 1:
+        x = np.log(taus[i - 1:i + 2])
+        y = kl[i - 1:i + 2]
+        a, b, _ = np.polyfit(x, y, 2)
+        xs = -b / (2 * a) if a > 0 else x[1]
+        xs = float(np.clip(xs, x[0], x[2]))
+        res["tau_star"] = float(np.exp(xs))
+        left_up = kl[:i].max() - kl[i] > err[:i][np.argmax(kl[:i])] + err[i]
+        right_up = kl[i + 1:].max() - kl[i] > err[i + 1:][np.argmax(kl[i + 1:])] + err[i]
+        res["interior"] = bool(left_up and right_up)
+    else:
+        res["tau_star"] = float(taus[i])
+        res["interior"] = False
+    return res
+
+
+def first_crossing(taus, y, level) -> float:
+    """First tau where ``y <= level``, linearly interpolated in (log tau, y); NaN if never."""
+    taus = np.asarray(taus, dtype=float)
+    y = np.asarray(y, dtype=float)
+    hit = np.flatnonzero(y <= level)
+    if hit.size == 0:
+        return float("nan")
+    j = int(hit[0])
+    if j == 0:
+        return float(taus[0])
+    x0, x1 = np.log(taus[j - 1]), np.log(taus[j])
+    y0, y1 = y[j - 1], y[j]
+    f = (y0 - level) / (y0 - y1) if y0 != y1 else 1.0
+    return float(np.exp(x0 + f * (x1 - x0)))
+
+
+def tau_grid(lo_exp: float, hi_exp: float, per_decade: int) -> np.ndarray:
+    """Log-spaced training times ``10^lo .. 10^hi``, ``per_decade`` points a decade."""
+    k = int(round((hi_exp - lo_exp) * per_decade)) + 1
+    return np.logspace(lo_exp, hi_exp, k)
+
+
+def train_swish(x, *, optimizer: str, lr: float, seed: int, width: int = 128, epochs: int = 100,
+                batch_size: int = 100, weighting: str = "sigma", checkpoint_epochs=(0,),
+                t_min: float = 1e-3, T: float = 8.0):
+    """The paper's network: a one-hidden-layer Swish MLP (standard
+    parametrisation, rfdiff.torch.MLPScore), trained by minibatch SGD or Adam
+    on the denoising loss (weighting ``"sigma"``, seed 000's form). Returns the
+    :class:`rfdiff.torch.TrainHistory` (checkpoints at ``checkpoint_epochs``)."""
+    from rfdiff import torch as rft
+
+    net = rft.MLPScore(dim=1, width=width, activation="swish", seed=seed)
+    return rft.train(net, x, t_min=t_min, T=T, weighting=weighting, optimizer=optimizer, lr=lr,
+                     epochs=epochs, batch_size=batch_size, seed=seed,
+                     checkpoint_epochs=list(checkpoint_epochs), progress=False)
+
+
+def kl_smooth(score, target, *, tol: float = 1e-3, t_min: float = 1e-3, T: float = 8.0) -> tuple:
+    """``(KL(p_0 || p_gen), error)`` of the probability-flow ODE for a smooth score
+    (a Swish network): :func:`rfdiff.likelihood.kl_ode` on the target's
+    Gauss-Hermite nodes (spectral for smooth integrands), not strict: an
+    unconverged value is returned with its (larger) error estimate."""
+    from rfdiff.likelihood import kl_ode
+
+    r = kl_ode(score, target, t_min=t_min, T=T, tol=tol, quadrature="nodes", strict=False)
+    return float(r.value), float(r.error), bool(np.all(r.converged))
+
+
+def density_on_grid(score_batch, z, *, atol: float = 1e-6, t_min: float = 1e-3, T: float = 8.0):
+    """``p_gen`` of the probability-flow ODE at the points ``z`` for every score of a
+    batch: shape (B, len(z))."""
+    if not hasattr(score_batch, "n"):
+        score_batch = make_batch(score_batch)
+    z = np.asarray(z, dtype=float).reshape(-1, 1)
+    lg, st = ode_log_density(score_batch, z, OU(), t_min, T, atol=atol)
+    if st.status != 0:
+        raise RuntimeError(f"probability-flow ODE failed: {st.message}")
+    with np.errstate(under="ignore"):
+        return np.exp(lg)
+
+
+def netcdf_attrs(attrs: dict, prefix: str = "") -> dict:
+    """Flatten ``attrs`` into what netCDF attributes can hold: nested dicts become
+    ``outer_inner`` keys, bools 0/1, None ``"none"``, lists of numbers arrays,
+    other lists JSON strings."""
+    import json
+
+    out = {}
+    for k, v in attrs.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(netcdf_attrs(v, prefix=f"{key}_"))
+        elif isinstance(v, (bool, np.bool_)):
+            out[key] = int(v)
+        elif v is None:
+            out[key] = "none"
+        elif isinstance(v, (list, tuple, np.ndarray)):
+            arr = np.asarray(v)
+            if arr.dtype.kind in "iuf" and arr.ndim == 1 and arr.size:
+                out[key] = arr.astype(float) if arr.dtype.kind == "f" else arr.astype(np.int64)
+            else:
+                out[key] = json.dumps(np.asarray(v).tolist() if isinstance(v, np.ndarray) else list(v),
+                                      default=str)
+        elif isinstance(v, (np.integer,)):
+            out[key] = int(v)
+        elif isinstance(v, (np.floating,)):
+            out[key] = float(v)
+        else:
+            out[key] = v
+    return out
