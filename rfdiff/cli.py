@@ -123,12 +123,28 @@ def _run_info(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------- registry
 
+_TRAJ_EPILOG = """\
+examples:
+  rfdiff trajectory --mu 3 --n 1000 --m 256 --out traj.nc --plot traj.png
+  rfdiff trajectory --mu 15 --taus 1e0:1e12:25 --metrics train_loss,population_loss,kl_ode
+  rfdiff trajectory --config run.toml        # a [trajectory] table with the same keys
+
+config keys ([trajectory] table): target ("two_modes"), mu, q1, n, data_seed, m,
+activation, seed, t_min, T, weighting, n_time, taus ("start:stop:count", log-spaced),
+metrics (list), tol, out, plot.
+"""
+
 COMMANDS: list[Command] = [
     Command("sweep", _sweep.HELP, add_arguments=_sweep.add_arguments, run=_sweep.run,
             epilog=_sweep.EPILOG,
             description="Parameter sweeps: a TOML config naming an experiment function and "
                         "a grid; every point is computed once, cached, and collected into "
                         "one netCDF file."),
+    Command("trajectory", "one closed-form training trajectory: losses, KL (ODE/SDE), bound",
+            add_arguments=lazy("rfdiff.cli_trajectory:add_arguments"),
+            run=lazy("rfdiff.cli_trajectory:run"), epilog=_TRAJ_EPILOG,
+            description="Solve the gradient flow of a random-feature score model once and "
+                        "evaluate losses and exact KL at every training time tau."),
     Command("info", "versions, git revision, numba threads, GPU and Dask availability",
             add_arguments=_info_arguments, run=_run_info, epilog=_INFO_EPILOG,
             description="Print the versions and the compute backends rfdiff can use here."),
