@@ -1,0 +1,437 @@
+"""Exact log-likelihood of the probability-flow ODE, and the KL it implies.
+
+For a forward process ``dx = f(t) x dt + g(t) dW`` and a score ``s`` the
+probability-flow ODE has velocity
+
+    v(x, t) = f(t) x - (g2(t)/2) s(x, t),    div v = d f(t) - (g2(t)/2) div s,
+
+and the generated law (the ODE run from ``pi`` at ``T`` down to ``t_min``)
+has, at any point x, the exact log-density
+
+    log p_gen(x) = log pi(X_T) + int_{t_min}^{T} div v(X_t, t) dt,
+
+with ``X_t`` the forward solution of ``dX/dt = v`` from ``X_{t_min} = x``. For the
+OU process (f = -1, g2 = 2) this is ``log pi(X_T) - int (1 + ds/dx) dt`` of
+shared/SPEC.md §6. The ODE is integrated in ``u = log t`` (the score changes
+on a log-time scale near ``t_min``) by an embedded Runge-Kutta pair
+(:mod:`rfdiff._ode`) for all points at once: one score call per stage.
+
+KL convention: ``value = KL(p_0 || p_gen) = E_{p_0}[log p_0 - log p_gen]``
+compares the generated density at ``t_min`` with the data law ``p_0``;
+``kl_tmin = KL(p_{t_min} || p_gen)``. For a target whose ``p_0`` has no density
+(``Empirical``) ``value`` is ``kl_tmin``. Expectations use the target's
+quadrature nodes (Gauss-Hermite per mixture component, Gauss-Legendre on a
+compact support): no histograms, no density estimates.
+
+Error control: every KL is computed at two node orders (n, 2n) and two ODE
+tolerances (a, a/10); the reported value uses 2n nodes and the tight
+tolerance, and the reported error is ``|Q_2n - Q_n| + |Q(a/10) - Q(a)|``, a
+conservative estimate (the coarse resolutions' errors). Orders and
+tolerances are refined until the error is below ``tol`` or a work limit is
+hit; then :class:`ConvergenceError` is raised (``strict=False`` returns the
+result with ``converged=False``). Nothing returns NaN or inf silently.
+
+Random-feature flows: :func:`kl_ode_path` evaluates many training times at
+once, every (tau, node) pair in one system whose stages compute the features
+once (for 1D ReLU features, sorted kinks and prefix sums; see
+:mod:`rfdiff._batch`).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import _validate as v
+from ._batch import RFBatch, ScoreBatch, make_batch
+from ._ode import integrate
+from ._results import BoundResult, ConvergenceError, KLResult, finish
+from .process import OU, Process
+
+__all__ = ["kl_ode", "kl_ode_path", "log_density_ode", "generated_density", "KLResult",
+           "BoundResult", "ConvergenceError"]
+
+#: ratio between the two ODE tolerances of one error estimate
+TOL_RATIO = 10.0
+#: largest Gauss-Hermite order used (numpy's rule loses its weights beyond ~400)
+MAX_ORDER = 256
+
+
+def _process(process) -> Process:
+    if process is None:
+        return OU()
+    if not isinstance(process, Process):
+        raise ValueError(f"process must be an rfdiff Process, got {type(process).__name__}")
+    return process
+
+
+def _flow_system(batch: ScoreBatch, process: Process, d: int):
+    """``dy/du`` of the stacked (x, ell) system in u = log t."""
+    def rhs(u, y):
+        t = float(np.exp(u))
+        x = y[..., :d]
+        s, div = batch(x, t, dz=True)
+        f, g2 = float(process.f(t)), float(process.g2(t))
+        out = np.empty_like(y)
+        out[..., :d] = t * (f * x - 0.5 * g2 * s)
+        out[..., d] = t * (d * f - 0.5 * g2 * div)
+        return out
+    return rhs
+
+
+def ode_log_density(batch: ScoreBatch, x, process: Process, t_min: float, T: float, *, atol: float,
+                    weights=None, method: str = "dopri5", max_steps: int = 200_000, node_atol=None):
+    """``log p_gen(x)`` for every score of ``batch`` at the points ``x`` (k, d).
+
+    Error norm per point: ``|err ell| + (1 + |x|/prior_var) |err x|`` (the
+    error of ``log pi(X_T) + ell``). With ``weights`` (k,), the step is accepted
+    when the weighted mean of that error (the error of a quadrature over the
+    points) is ``<= atol`` for every score and the largest one is
+    ``<= node_atol`` (default ``sqrt(atol)``); without, when the largest is ``<= atol``.
+    Returns ``(logp (B, k), stats)``.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    k, d = x.shape
+    order = np.argsort(x[:, 0], kind="stable") if d == 1 else np.arange(k)
+    xs = x[order]
+    B = batch.n
+    y0 = np.zeros((B, k, d + 1))
+    y0[..., :d] = xs[None]
+    pv = float(process.prior_var)
+    if weights is None:
+        w = None
+        cap = atol
+    else:
+        w = np.asarray(weights, dtype=np.float64)[order]
+        cap = float(np.sqrt(atol)) if node_atol is None else float(node_atol)
+
+    def norm(y, y_new, err):
+        xn = np.abs(y_new[..., :d]).sum(axis=-1)
+        e = np.abs(err[..., d]) + (1.0 + xn / pv) * np.abs(err[..., :d]).sum(axis=-1)
+        worst = float(e.max()) / cap
+        if w is None:
+            return worst
+        return max(worst, float((e @ w).max()) / atol)
+
+    y, stats = integrate(_flow_system(batch, process, d), y0, float(np.log(t_min)), float(np.log(T)),
+                         norm, method=method, max_steps=max_steps)
+    logp = np.empty((B, k))
+    with np.errstate(over="ignore", invalid="ignore"):
+        logp[:, order] = process.prior_logpdf(y[..., :d].reshape(-1, d)).reshape(B, k) + y[..., d]
+    return logp, stats
+
+
+# -- KL of a batch of scores ------------------------------------------------------
+QUADRATURES = ("auto", "nodes", "grid")
+
+
+class _NodeSets:
+    """Quadrature rules for ``E_{p_0}`` (when p_0 has a density) and ``E_{p_{t_min}}``,
+    with the reference log-densities, at refinement levels 0, 1, 2, ... (cached).
+
+    ``kind="nodes"``: the target's expectation nodes of order ``base 2^level``
+    (Gauss-Hermite per component, Gauss-Legendre on a compact support): spectral
+    for smooth integrands. ``kind="grid"`` (1D): the trapezoid rule with
+    ``base 2^level`` panels on an interval holding the law's mass, weights
+    ``h p(x)``: O(h^2) also across the kinks that ReLU features put into
+    ``log p_gen``, where Gauss-Hermite converges slowly. Each level's grid
+    contains the previous one.
+    """
+
+    def __init__(self, target, process, t_min, kind: str = "nodes", base: int = 16):
+        self.target, self.process, self.t_min = target, process, t_min
+        self.kind, self.base = kind, int(base)
+        self.times = ([0.0] if getattr(target, "has_density_at_zero", True) else []) + [t_min]
+        self._cache = {}
+        self._windows = {}
+
+    def window(self, which):
+        if which not in self._windows:
+            x, _ = self.target.expectation_nodes(self.times[which], self.process, order=64)
+            lo, hi = float(x[:, 0].min()), float(x[:, 0].max())
+            pad = 0.05 * (hi - lo)
+            self._windows[which] = (lo - pad, hi + pad)
+        return self._windows[which]
+
+    def get(self, which: int, level: int):
+        key = (which, level)
+        if key not in self._cache:
+            t = self.times[which]
+            if self.kind == "nodes":
+                x, w = self.target.expectation_nodes(t, self.process, order=self.base << level)
+                x = np.asarray(x, dtype=np.float64)
+                keep = np.isfinite(w) & (w > 0)
+                x, w = x[keep], w[keep]
+                if not x.size:
+                    raise ValueError(f"target.expectation_nodes returned no usable nodes at order {self.base << level}")
+                with np.errstate(divide="ignore"):
+                    ref = np.asarray(self.target.log_pt(x, t, self.process), dtype=np.float64)
+            else:
+                lo, hi = self.window(which)
+                n = self.base << level
+                z = np.linspace(lo, hi, n + 1)
+                x = z[:, None]
+                with np.errstate(divide="ignore", under="ignore"):
+                    ref = np.asarray(self.target.log_pt(x, t, self.process), dtype=np.float64)
+                    w = np.exp(ref) * ((hi - lo) / n)
+                w[[0, -1]] *= 0.5
+                keep = (w > 0) & np.isfinite(ref)
+                x, w, ref = x[keep], w[keep], ref[keep]
+            self._cache[key] = (x, w, ref)
+        return self._cache[key]
+
+    def extent(self, levels):
+        """The smallest interval holding every rule's points at these levels (1D)."""
+        lo, hi = np.inf, -np.inf
+        for which in range(len(self.times)):
+            for lev in levels:
+                x = self.get(which, lev)[0][:, 0]
+                lo, hi = min(lo, float(x.min())), max(hi, float(x.max()))
+        return lo, hi
+
+
+def _resolve_quadrature(quadrature, batch, dim):
+    v.choice("quadrature", quadrature, QUADRATURES)
+    if quadrature == "auto":
+        relu_1d = isinstance(batch, RFBatch) and batch.relu_1d
+        return "grid" if relu_1d else "nodes"
+    if quadrature == "grid" and dim != 1:
+        raise ValueError("quadrature='grid' is 1D only; use 'nodes'")
+    return quadrature
+
+
+def _kl_batch(batch: ScoreBatch, target, process, t_min, T, tol, quadrature, base, max_level, method,
+              max_steps, min_atol=1e-14):
+    """KL for every score of ``batch``; returns arrays and a work dict (no raising)."""
+    sets = _NodeSets(target, process, t_min, quadrature, base)
+    n_sets = len(sets.times)
+    B = batch.n
+    memo = {}          # (which, level, atol) -> (B, k) log p_gen, NaN where not computed
+    work = {"nfev": 0, "n_steps": 0, "n_rejected": 0, "n_solves": 0, "nodes": 0}
+    messages = [""] * B
+    failed = np.zeros(B, dtype=bool)
+
+    def solve(keys, atol, idx):
+        """Fill memo for ``keys`` (which, level) at ``atol`` for batch members ``idx``."""
+        xs, ws, spans, start = [], [], [], 0
+        for which, lev in keys:
+            x, w, _ = sets.get(which, lev)
+            spans.append((which, lev, start, len(x)))
+            start += len(x)
+            xs.append(x)
+            ws.append(w / w.sum())
+        _solve_subset(idx, np.concatenate(xs), np.concatenate(ws), atol, spans)
+
+    def _solve_subset(idx, x, w, atol, spans):
+        logp, st = ode_log_density(_subset(batch, idx), x, process, t_min, T, atol=atol, weights=w,
+                                   method=method, max_steps=max_steps)
+        work["nfev"] += st.nfev
+        work["n_steps"] += st.n_steps
+        work["n_rejected"] += st.n_rejected
+        work["n_solves"] += 1
+        work["nodes"] = max(work["nodes"], len(x))
+        if st.status != 0 and len(idx) > 1:
+            # a common step serves all; isolate the member(s) that fail
+            half = len(idx) // 2
+            _solve_subset(idx[:half], x, w, atol, spans)
+            _solve_subset(idx[half:], x, w, atol, spans)
+            return
+        for which, lev, start, n in spans:
+            arr = memo.setdefault((which, lev, atol), np.full((B, n), np.nan))
+            arr[idx] = logp[:, start:start + n]
+        if st.status != 0:
+            failed[idx] = True
+            for b in idx:
+                messages[b] = f"ODE solver failed: {st.message} (stiff or non-smooth score?)"
+
+    def quad(which, lev, atol):
+        _, w, ref = sets.get(which, lev)
+        lp = memo.get((which, lev, atol))
+        if lp is None:
+            return np.full(B, np.nan)
+        with np.errstate(invalid="ignore", over="ignore"):
+            return (ref[None, :] - lp) @ w
+
+    lev, a = 0, float(tol)
+    active = np.arange(B)
+    value = np.full((n_sets, B), np.nan)
+    error = np.full((n_sets, B), np.inf)
+    converged = np.zeros(B, dtype=bool)
+    while active.size:
+        for atol in (a, a / TOL_RATIO):
+            todo = active[~failed[active]]
+            keys = [(s, l) for s in range(n_sets) for l in (lev, lev + 1)
+                    if not (atol == a and l == lev)
+                    and not ((s, l, atol) in memo and np.all(np.isfinite(memo[(s, l, atol)][todo])))]
+            if keys and todo.size:
+                solve(keys, atol, todo)
+        ok = active[~failed[active]]
+        err_q = np.zeros((n_sets, B))
+        err_o = np.zeros((n_sets, B))
+        for s in range(n_sets):
+            qf = quad(s, lev + 1, a / TOL_RATIO)
+            qn = quad(s, lev, a / TOL_RATIO)
+            qc = quad(s, lev + 1, a)
+            err_q[s], err_o[s] = np.abs(qf - qn), np.abs(qf - qc)
+            value[s, ok], error[s, ok] = qf[ok], (err_q[s] + err_o[s])[ok]
+        fin = np.all(np.isfinite(error[:, ok]), axis=0)
+        for b in ok[~fin]:
+            failed[b] = True
+            messages[b] = "log p_gen is not finite at quadrature nodes (generated density underflows)"
+        ok = ok[fin]
+        done = ok[np.all(error[:, ok] <= tol, axis=0)]
+        converged[done] = True
+        active = np.setdiff1d(ok, done)
+        if not active.size:
+            break
+        need_q = np.any(err_q[:, active] > 0.5 * tol)
+        need_o = np.any(err_o[:, active] > 0.5 * tol) or not need_q
+        if need_q and (lev + 1 >= max_level or (quadrature == "nodes" and sets.base << (lev + 2) > MAX_ORDER)):
+            for b in active:
+                messages[b] = (f"quadrature refinement limit reached ({quadrature}, level {lev + 1}); "
+                               f"error {error[:, b].max():.2g} > tol {tol:g}")
+            break
+        if need_o and a / TOL_RATIO < min_atol:
+            for b in active:
+                messages[b] = f"ODE tolerance limit {min_atol:g} reached; error {error[:, b].max():.2g}"
+            break
+        if need_q:
+            lev += 1
+        if need_o:
+            a /= TOL_RATIO
+    size = sets.base << (lev + 1)
+    work.update(quadrature=quadrature, atol=a / TOL_RATIO, method=method,
+                **({"order": size} if quadrature == "nodes" else {"n_grid": size}))
+    for b in range(B):
+        if converged[b]:
+            messages[b] = "converged"
+        elif not messages[b]:
+            messages[b] = "not converged"
+    return value, error, converged, messages, work
+
+
+def _subset(batch, idx):
+    if len(idx) == batch.n:
+        return batch
+    if isinstance(batch, RFBatch):
+        return RFBatch(batch.model, batch.A[idx])
+    from ._batch import ListBatch
+    return ListBatch([batch.scores[i] for i in idx])
+
+
+def _assemble(value, error, converged, messages, work, tol, kind, mass_loss=None, scalar=True):
+    kl_tmin, kl_tmin_err = value[-1], error[-1]
+    val, err = value[0], error[0]
+    if scalar:
+        conv = bool(converged[0])
+        msg = messages[0]
+        pick = lambda a: float(a[0])  # noqa: E731
+        return KLResult(pick(val), pick(err), pick(kl_tmin), pick(kl_tmin_err), conv, msg, kind, tol,
+                        work, None if mass_loss is None else float(mass_loss[0]))
+    msgs = sorted(set(messages))
+    msg = "converged" if np.all(converged) else "; ".join(
+        f"tau[{i}]: {m}" for i, m in enumerate(messages) if not converged[i])
+    work = dict(work, messages=msgs)
+    return KLResult(val.copy(), err.copy(), kl_tmin.copy(), kl_tmin_err.copy(), converged.copy(), msg,
+                    kind, tol, work, mass_loss)
+
+
+def _check_common(target, process, t_min, T, tol, d=None):
+    process = _process(process)
+    t_min, T = v.window(t_min, T)
+    tol = v.positive("tol", tol)
+    if not hasattr(target, "expectation_nodes"):
+        raise ValueError(f"target must be an rfdiff target, got {type(target).__name__}")
+    if d is not None and target.dim != d:
+        raise ValueError(f"target has dim {target.dim}, the score has dim {d}")
+    return process, t_min, T, tol
+
+
+def kl_ode(score, target, process=None, t_min: float = 1e-3, T: float = 8.0, tol: float = 1e-6, *,
+           quadrature: str = "auto", order: int = 16, n_grid: int = 256, max_level: int = 5,
+           method: str = "dopri5", max_steps: int = 200_000, strict: bool = True) -> KLResult:
+    """KL between the data and the probability-flow ODE's generated law.
+
+    ``value = KL(p_0 || p_gen)``, ``kl_tmin = KL(p_{t_min} || p_gen)`` (see the
+    module docstring), each to absolute accuracy ``tol`` (the reported
+    ``error`` is a conservative estimate). ``score``: any score object or
+    callable ``(z, t) -> (k, d)`` with ``.dz``.
+
+    ``quadrature``: ``"nodes"`` (the target's nodes, starting at ``order``),
+    ``"grid"`` (1D trapezoid, starting at ``n_grid`` panels) or ``"auto"``
+    (``grid`` for 1D ReLU random features, whose ``log p_gen`` has kinks,
+    ``nodes`` otherwise); refined by doubling at most ``max_level`` times.
+    ``method``: ``"dopri5"`` or ``"bs3"`` (cheaper for piecewise smooth scores).
+    Raises :class:`ConvergenceError` when the tolerance cannot be met
+    (``strict=False``: returned with ``converged=False``).
+    """
+    batch = make_batch(score)
+    process, t_min, T, tol = _check_common(target, process, t_min, T, tol, batch.dim)
+    v.choice("method", method, ("dopri5", "bs3"))
+    quadrature = _resolve_quadrature(quadrature, batch, batch.dim)
+    base = v.positive_int("order", order) if quadrature == "nodes" else v.positive_int("n_grid", n_grid)
+    res = _kl_batch(batch, target, process, t_min, T, tol, quadrature, base,
+                    v.positive_int("max_level", max_level), method, max_steps)
+    return finish(_assemble(*res, tol, "ode"), strict)
+
+
+def kl_ode_path(flow, taus, target, process=None, t_min=None, T=None, tol: float = 1e-4, *,
+                quadrature: str = "auto", order: int = 16, n_grid: int = 256, max_level: int = 5,
+                method: str = "dopri5", max_steps: int = 200_000, strict: bool = True) -> KLResult:
+    """:func:`kl_ode` for a random-feature flow at many training times at once.
+
+    All (tau, node) pairs form one system; the parameters ``A(tau)`` come from
+    one call of ``flow.params(taus)``. ``process``, ``t_min`` and ``T`` default
+    to the flow's score-matching problem. Fields of the result are arrays over tau.
+    """
+    process, t_min, T = _flow_defaults(flow, process, t_min, T)
+    process, t_min, T, tol = _check_common(target, process, t_min, T, tol, flow.model.dim)
+    v.choice("method", method, ("dopri5", "bs3"))
+    taus = np.atleast_1d(np.asarray(taus, dtype=np.float64))
+    batch = RFBatch(flow.model, flow.params(taus))
+    quadrature = _resolve_quadrature(quadrature, batch, batch.dim)
+    base = v.positive_int("order", order) if quadrature == "nodes" else v.positive_int("n_grid", n_grid)
+    res = _kl_batch(batch, target, process, t_min, T, tol, quadrature, base,
+                    v.positive_int("max_level", max_level), method, max_steps)
+    return finish(_assemble(*res, tol, "ode", scalar=False), strict)
+
+
+def _flow_defaults(flow, process, t_min, T):
+    if getattr(flow, "model", None) is None:
+        raise ValueError("flow must be an rfdiff Flow with its random-feature model (ScoreMatching(...).flow())")
+    prob = getattr(flow, "problem", None)
+    if process is None:
+        process = prob.process if prob is not None else OU()
+    if t_min is None:
+        t_min = prob.t_min if prob is not None else 1e-3
+    if T is None:
+        T = prob.T if prob is not None else 8.0
+    return process, t_min, T
+
+
+def log_density_ode(score, x, process=None, t_min: float = 1e-3, T: float = 8.0, *, atol: float = 1e-9,
+                    method: str = "dopri5", max_steps: int = 200_000) -> np.ndarray:
+    """``log p_gen(x)`` of the probability-flow ODE at points x (k, d), each to
+    about ``atol`` (local error control per point). Raises ConvergenceError on failure."""
+    batch = make_batch(score)
+    process = _process(process)
+    t_min, T = v.window(t_min, T)
+    x = v.points("x", x, batch.dim)
+    logp, st = ode_log_density(batch, x, process, t_min, T, atol=v.positive("atol", atol),
+                               method=method, max_steps=max_steps)
+    if st.status != 0 or not np.all(np.isfinite(logp)):
+        raise ConvergenceError(f"probability-flow ODE failed: {st.message}")
+    return logp[0]
+
+
+def generated_density(score, x, process=None, t_min: float = 1e-3, T: float = 8.0, kind: str = "ode",
+                      tol: float = 1e-8, **kw) -> np.ndarray:
+    """The generated density ``p_gen`` at points ``x`` (for plots).
+
+    ``kind="ode"``: exact probability-flow density (:func:`log_density_ode`);
+    ``kind="sde"``: the reverse-SDE density from the Fokker-Planck solver
+    (1D), interpolated to ``x``.
+    """
+    v.choice("kind", kind, ("ode", "sde"))
+    if kind == "ode":
+        return np.exp(log_density_ode(score, x, process, t_min, T, atol=tol, **kw))
+    from .fokker_planck import sde_density
+    return sde_density(score, x, process, t_min, T, tol=tol, **kw)

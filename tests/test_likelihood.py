@@ -1,0 +1,231 @@
+"""Probability-flow ODE likelihood and KL against analytic and independent references."""
+import numpy as np
+import pytest
+from scipy.integrate import quad
+
+import rfdiff as rf
+from rfdiff.likelihood import (ConvergenceError, generated_density, kl_ode, kl_ode_path,
+                               log_density_ode)
+
+OU = rf.OU()
+
+
+def kl_gauss(m1, v1, m2, v2):
+    return 0.5 * (v1 / v2 + (m1 - m2) ** 2 / v2 - 1.0 + np.log(v2 / v1))
+
+
+def ode_generated_gaussian(mu, s2, t_min, T):
+    """p_0 = N(mu, s2), exact score under OU: the flow map is the affine map that
+    takes p_T = N(a_T mu, v_T) to p_tmin = N(a mu, v); pushing pi = N(0, 1) back gives
+    N(a_tmin mu - r a_T mu, r^2), r = sqrt(v_tmin / v_T)."""
+    a = lambda t: np.exp(-t)  # noqa: E731
+    v = lambda t: a(t) ** 2 * s2 + 1.0 - a(t) ** 2  # noqa: E731
+    r = np.sqrt(v(t_min) / v(T))
+    return a(t_min) * mu - r * a(T) * mu, r * r
+
+
+def mixture_score(weights, means, variances):
+    """Closed-form 1D Gaussian-mixture score and its z-derivative under OU (numpy)."""
+    w, m, v0 = (np.asarray(a, dtype=float) for a in (weights, means, variances))
+
+    def parts(z, t):
+        z = np.asarray(z, float).reshape(-1, 1)
+        t = np.asarray(t, float).reshape(-1, 1)
+        a = np.exp(-t)
+        var = a * a * v0 - np.expm1(-2 * t)
+        lg = np.log(w) - 0.5 * (z - a * m) ** 2 / var - 0.5 * np.log(var)
+        r = np.exp(lg - lg.max(1, keepdims=True))
+        r /= r.sum(1, keepdims=True)
+        g = -(z - a * m) / var
+        s = (r * g).sum(1)
+        return s, (r * (-1.0 / var)).sum(1) + (r * (g - s[:, None]) ** 2).sum(1)
+    return rf.as_score(lambda z, t: parts(z, t)[0][:, None], lambda z, t: parts(z, t)[1])
+
+
+def kl_prior_quad(target, T):
+    """KL(p_T || pi) by adaptive quadrature (independent of the target's nodes)."""
+    def f(x):
+        lp = target.log_pt(np.array([[x]]), T, OU)[0]
+        return np.exp(lp) * (lp - OU.prior_logpdf(np.array([[x]]))[0])
+    mu = float(np.abs(target.means).max())
+    pts = [-40.0, -mu, 0.0, mu, 40.0]
+    return sum(quad(f, a, b, epsabs=1e-15, epsrel=1e-13, limit=400)[0] for a, b in zip(pts[:-1], pts[1:]))
+
+
+def test_gaussian_exact_score_matches_analytic():
+    mu, s2, t_min, T = 1.5, 0.3, 1e-3, 1.0
+    target = rf.GaussianMixture([1.0], [[mu]], [s2])
+    mg, vg = ode_generated_gaussian(mu, s2, t_min, T)
+    a = np.exp(-t_min)
+    ref0 = kl_gauss(mu, s2, mg, vg)
+    reft = kl_gauss(a * mu, a * a * s2 + 1 - a * a, mg, vg)
+    assert ref0 > 0.1                       # far from zero: T = 1 leaves p_T far from pi
+    r = kl_ode(target.score_fn(OU), target, OU, t_min, T, tol=1e-7)
+    assert r.converged and r.kind == "ode"
+    assert r.value == pytest.approx(ref0, abs=1e-6)
+    assert r.kl_tmin == pytest.approx(reft, abs=1e-6)
+    assert r.error <= 1e-7 and abs(r.value - ref0) <= r.error
+    assert r.work["nfev"] > 0 and r.mass_loss is None
+
+
+def test_two_modes_exact_score_preserves_kl():
+    """Invertible flow: KL(p_tmin || p_gen) = KL(p_T || pi) (right side by scipy quad)."""
+    target, t_min, T = rf.two_modes(2.0, q1=0.3), 1e-3, 1.0
+    ref = kl_prior_quad(target, T)
+    assert ref > 0.05
+    r = kl_ode(target.score_fn(OU), target, OU, t_min, T, tol=1e-8)
+    assert r.kl_tmin == pytest.approx(ref, abs=1e-7)
+    assert abs(r.kl_tmin - ref) <= r.kl_tmin_error + 1e-12
+
+
+def test_closed_form_score_equals_target_score():
+    """The target's score objects and a hand-written closed form give the same KL."""
+    target = rf.two_modes(2.0, q1=0.3)
+    a = kl_ode(target.score_fn(OU), target, OU, 1e-3, 1.0, tol=1e-7)
+    b = kl_ode(mixture_score([0.3, 0.7], [-2.0, 2.0], [1.0, 1.0]), target, OU, 1e-3, 1.0, tol=1e-7)
+    assert a.value == pytest.approx(b.value, abs=2e-7)
+
+
+def _rf_problem(m=64, n=200, seed=0):
+    target = rf.two_modes(2.0)
+    x = target.sample(n, seed=seed)
+    model = rf.RandomFeatureScore(m=m, seed=seed)
+    sm = rf.ScoreMatching(model, x, t_min=1e-2, T=4.0, n_time=16)
+    return target, sm, sm.flow()
+
+
+@pytest.fixture(scope="module")
+def rf_problem():
+    return _rf_problem()
+
+
+def test_error_estimate_is_honest(rf_problem):
+    """The reported error bounds the difference to a 4x finer solve, for several scores."""
+    target, sm, flow = rf_problem
+    t_min, T = 1e-2, 4.0
+    true = target.score_fn(OU)
+    scores = {
+        "true": (true, "nodes"),
+        "perturbed": (rf.as_score(lambda z, t: true(z, t) + 0.3 * np.sin(z),
+                                  lambda z, t: true.dz(z, t) + 0.3 * np.cos(z[:, 0])), "nodes"),
+        "rf_early": (flow.score_at(10.0), "grid"),
+        "rf_late": (flow.score_at(1e5), "grid"),
+    }
+    for name, (s, quadrature) in scores.items():
+        tol = 1e-4
+        r = kl_ode(s, target, OU, t_min, T, tol=tol, quadrature=quadrature, strict=False)
+        fine = kl_ode(s, target, OU, t_min, T, tol=tol / 4, quadrature=quadrature, strict=False)
+        assert r.converged and fine.converged, (name, r.message)
+        assert abs(r.value - fine.value) <= r.error, name
+        assert abs(r.kl_tmin - fine.kl_tmin) <= r.kl_tmin_error, name
+        assert r.error <= tol
+
+
+def test_path_equals_single_scores(rf_problem):
+    target, sm, flow = rf_problem
+    taus = np.array([0.0, 1.0, 1e3])
+    path = kl_ode_path(flow, taus, target, tol=1e-4)
+    assert path.value.shape == (3,) and np.all(path.converged)
+    assert np.all(np.isfinite(path.value)) and np.all(path.error <= 1e-4)
+    for i, tau in enumerate(taus):
+        one = kl_ode(flow.score_at(tau), target, OU, 1e-2, 4.0, tol=1e-4)
+        assert one.value == pytest.approx(path.value[i], abs=path.error[i] + one.error)
+        assert path[i].value == path.value[i]
+
+
+def test_empirical_optimal_score_kl_is_finite():
+    """The memorising score (Empirical.score_fn) generates a law close to p^_tmin;
+    for Empirical the value is KL(p^_tmin || p_gen)."""
+    x = rf.two_modes(2.0).sample(12, seed=3)
+    emp = rf.Empirical(x)
+    r = kl_ode(emp.score_fn(OU), emp, OU, 1e-2, 2.0, tol=1e-5, order=8)
+    assert r.converged and np.isfinite(r.value)
+    assert r.value == r.kl_tmin
+    ref = kl_prior_quad_empirical(emp, 2.0)
+    assert r.kl_tmin == pytest.approx(ref, abs=1e-5)
+
+
+def kl_prior_quad_empirical(emp, T):
+    def f(x):
+        lp = emp.log_pt(np.array([[x]]), T, OU)[0]
+        return np.exp(lp) * (lp - OU.prior_logpdf(np.array([[x]]))[0])
+    return quad(f, -40, 40, epsabs=1e-14, epsrel=1e-12, limit=400, points=[0.0])[0]
+
+
+@pytest.mark.parametrize("kind", ["ode", "sde"])
+def test_generated_density_integrates_to_one(kind):
+    target = rf.two_modes(2.0, q1=0.3)
+    s = mixture_score([0.3, 0.7], [-2.0, 2.0], [1.0, 1.0])
+    x = np.linspace(-12, 12, 2401)
+    p = generated_density(s, x, OU, 1e-3, 1.0, kind=kind, tol=1e-5)
+    assert np.all(p >= 0)
+    assert np.trapezoid(p, x) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_log_density_matches_affine_flow_map():
+    mu, s2, t_min, T = 0.5, 2.0, 1e-3, 3.0
+    target = rf.GaussianMixture([1.0], [[mu]], [s2])
+    mg, vg = ode_generated_gaussian(mu, s2, t_min, T)
+    x = np.linspace(-4, 5, 13)
+    ref = -0.5 * (x - mg) ** 2 / vg - 0.5 * np.log(2 * np.pi * vg)
+    got = log_density_ode(target.score_fn(OU), x, OU, t_min, T, atol=1e-10)
+    np.testing.assert_allclose(got, ref, atol=1e-8)
+
+
+def test_vp_process_gaussian():
+    """The general-process formula (drift f(t) x, g2(t)) against the affine flow map
+    of a VP process: p_gen = N(a mu - r a_T mu, r^2 ... ) with r = sqrt(v_tmin/v_T)."""
+    vp = rf.VP(beta_min=0.1, beta_max=20.0)
+    mu, s2, t_min, T = 1.0, 0.5, 1e-3, 0.3
+    target = rf.GaussianMixture([1.0], [[mu]], [s2])
+    a = lambda t: float(vp.alpha(t))  # noqa: E731
+    v = lambda t: a(t) ** 2 * s2 + float(vp.sigma2(t))  # noqa: E731
+    r = np.sqrt(v(t_min) / v(T))
+    mg, vg = a(t_min) * mu - r * a(T) * mu, r * r
+    res = kl_ode(target.score_fn(vp), target, vp, t_min, T, tol=1e-7)
+    assert res.value == pytest.approx(kl_gauss(mu, s2, mg, vg), abs=1e-6)
+
+
+@pytest.mark.parametrize("tau", [1e10])
+def test_stiff_late_training_score_is_finite_or_reports(tau):
+    """tau = 1e10, m = 512: a finite KL with the tolerance met, or a clear
+    ConvergenceError -- never inf/NaN."""
+    target = rf.two_modes(3.0)
+    x = target.sample(1000, seed=0)
+    model = rf.RandomFeatureScore(m=512, seed=0)
+    flow = rf.ScoreMatching(model, x, n_time=24).flow()
+    try:
+        r = kl_ode(flow.score_at(tau), target, OU, 1e-3, 8.0, tol=1e-3, max_steps=20_000)
+    except ConvergenceError as exc:
+        assert "converge" in str(exc) or "limit" in str(exc) or "failed" in str(exc)
+        res = exc.result
+        assert res is not None and not res.converged
+        return
+    assert r.converged and np.isfinite(r.value) and np.isfinite(r.error) and r.error <= 1e-3
+
+
+def test_convergence_error_and_strict_flag():
+    target = rf.two_modes(2.0)
+    s = mixture_score([0.5, 0.5], [-2.0, 2.0], [1.0, 1.0])
+    with pytest.raises(ConvergenceError) as info:
+        kl_ode(s, target, OU, 1e-3, 1.0, tol=1e-12, max_level=1)
+    assert info.value.result is not None and not info.value.result.converged
+    r = kl_ode(s, target, OU, 1e-3, 1.0, tol=1e-12, max_level=1, strict=False)
+    assert not r.converged and np.isfinite(r.value) and "limit" in r.message
+    # a score that blows up: a clear failure, not NaN
+    bad = rf.as_score(lambda z, t: -1e3 * z ** 3, lambda z, t: -3e3 * z[:, 0] ** 2)
+    with pytest.raises(ConvergenceError):
+        kl_ode(bad, target, OU, 1e-3, 1.0, tol=1e-4, max_steps=2000)
+
+
+def test_validation():
+    target = rf.two_modes(2.0)
+    s = mixture_score([0.5, 0.5], [-2.0, 2.0], [1.0, 1.0])
+    with pytest.raises(ValueError, match="t_min"):
+        kl_ode(s, target, OU, 2.0, 1.0)
+    with pytest.raises(ValueError, match="tol"):
+        kl_ode(s, target, OU, tol=-1.0)
+    with pytest.raises(ValueError, match="quadrature"):
+        kl_ode(s, target, OU, quadrature="simpson")
+    with pytest.raises(ValueError, match="score must be callable"):
+        kl_ode(3.0, target, OU)
