@@ -121,3 +121,17 @@ def save_figure(fig, ds, stem) -> list[Path]:
     if ds is not None:
         paths.append(save_dataset(ds, stem.with_suffix(".nc")))
     return paths
+
+
+def data_ticks(ax, values, axis="x"):
+    """Major ticks at the sampled values (e.g. n = 32, 64, ...), plain labels, no minor
+    labels: readable log axes over one or two decades."""
+    from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator
+
+    values = np.asarray(values, dtype=float)
+    a = ax.xaxis if axis == "x" else ax.yaxis
+    a.set_major_locator(FixedLocator(values))
+    a.set_minor_locator(NullLocator())
+    a.set_minor_formatter(NullFormatter())
+    labels = [f"{v:g}" if v < 1e5 else f"{v:.0e}" for v in values]
+    (ax.set_xticklabels if axis == "x" else ax.set_yticklabels)(labels)

@@ -56,7 +56,7 @@ def grid_kl(score_batch, target, *, h: float = 0.02, atol: float = 1e-4, window=
     other node, so two ODE solves give both differences); the value is
     ``KL_h`` at ``atol/10``. Returns a dict of (B,) arrays: ``value``, ``error``,
     ``kl_tmin``, ``kl_tmin_error``, ``mass`` (of p_gen on the window), plus
-    ``nfev``.
+    ``nfev``, the nodes ``z`` and ``log_pgen`` (B, len(z)) there.
     """
     process = OU() if process is None else process
     if not hasattr(score_batch, "n"):
@@ -95,6 +95,8 @@ def grid_kl(score_batch, target, *, h: float = 0.02, atol: float = 1e-4, window=
         out["mass"] = np.exp(fine) @ w1
     out["nfev"] = nfev
     out["n_nodes"] = k + 1
+    out["z"] = z[:, 0]
+    out["log_pgen"] = fine
     return out
 
 
@@ -121,8 +123,10 @@ def early_stopping(taus, kl, kl_err=None) -> dict:
     if 0 < i < len(taus) - 1:
         x = np.log(taus[i - 1:i + 2])
         y = kl[i - 1:i + 2]
-        a, b, _ = np.polyfit(x, y, 2)
-        xs = -b / (2 * a) if a > 0 else x[1]
+        # vertex of the parabola through the three points (Newton's divided differences)
+        d1 = (y[1] - y[0]) / (x[1] - x[0])
+        d2 = ((y[2] - y[1]) / (x[2] - x[1]) - d1) / (x[2] - x[0])
+        xs = 0.5 * (x[0] + x[1]) - d1 / (2 * d2) if d2 > 0 else x[1]
         xs = float(np.clip(xs, x[0], x[2]))
         res["tau_star"] = float(np.exp(xs))
         left_up = kl[:i].max() - kl[i] > err[:i][np.argmax(kl[:i])] + err[i]
@@ -182,13 +186,16 @@ def kl_smooth(score, target, *, tol: float = 1e-3, t_min: float = 1e-3, T: float
     return float(r.value), float(r.error), bool(np.all(r.converged))
 
 
-def density_on_grid(score_batch, z, *, atol: float = 1e-6, t_min: float = 1e-3, T: float = 8.0):
-    """``p_gen`` of the probability-flow ODE at the points ``z`` for every score of a
-    batch: shape (B, len(z))."""
+def density_on_grid(score_batch, z, *, atol: float = 1e-4, t_min: float = 1e-3, T: float = 8.0):
+    """``p_gen`` of the probability-flow ODE at the grid points ``z`` for every score
+    of a batch: shape (B, len(z)). The ODE error control is the weighted one of
+    :func:`rfdiff.likelihood.ode_log_density` with uniform weights: mean
+    log-density error ``<= atol``, worst point ``<= sqrt(atol)`` (for plots)."""
     if not hasattr(score_batch, "n"):
         score_batch = make_batch(score_batch)
     z = np.asarray(z, dtype=float).reshape(-1, 1)
-    lg, st = ode_log_density(score_batch, z, OU(), t_min, T, atol=atol)
+    w = np.full(len(z), 1.0 / len(z))
+    lg, st = ode_log_density(score_batch, z, OU(), t_min, T, atol=atol, weights=w)
     if st.status != 0:
         raise RuntimeError(f"probability-flow ODE failed: {st.message}")
     with np.errstate(under="ignore"):
