@@ -150,6 +150,22 @@ COMMANDS: list[Command] = [
             description="Print the versions and the compute backends rfdiff can use here."),
 ]
 
+# The paper's figures (analysis.figures: registry, presets, cache); imported only when used.
+COMMANDS += [
+    Command("figure", "make one figure of the paper (PNG, PDF and the numbers behind it)",
+            add_arguments=lazy("analysis.figures:add_figure_arguments"),
+            run=lazy("analysis.figures:run_figure"),
+            epilog="examples:\n  rfdiff figure kl-dynamics\n  rfdiff figure scaling --full --out paper/\n"
+                   "figures: kl-dynamics, scaling, modes-shift, width, memorization-time\n",
+            description="Compute (or read from the cache), plot and save one figure."),
+    Command("figures", "make all figures of the paper (--quick: a few minutes on 2 cores)",
+            add_arguments=lazy("analysis.figures:add_figures_arguments"),
+            run=lazy("analysis.figures:run_figures"),
+            epilog="examples:\n  rfdiff figures --quick --jobs 2\n  rfdiff figures --full --out paper/\n"
+                   "a rerun with the same parameters reads every figure from the cache.\n",
+            description="Compute (or read from the cache), plot and save every figure."),
+]
+
 
 def register(command: Command) -> Command:
     """Add (or replace, by name) a subcommand; call before :func:`main`."""
