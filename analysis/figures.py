@@ -236,3 +236,155 @@ def _worker_make(name, preset, out, root):
     run = make(name, preset, out, cache=Cache(root) if root else None)
     run.dataset = None          # not shipped back between processes
     return run
+
+
+# --------------------------------------------------------------------------- command line
+
+_FIGURE_EPILOG = """\
+examples:
+  rfdiff figure kl-dynamics                 # quick size, into figures/
+  rfdiff figure scaling --full --out paper/ # paper size
+  rfdiff figure width --tiny --no-cache     # seconds; recompute
+figures: {names}
+files: <out>/<name>.png, .pdf and .nc (the numbers, with parameters, seeds,
+versions and git revision in its 'provenance' attribute).
+""".format(names=", ".join(FIGURES))
+
+_FIGURES_EPILOG = """\
+examples:
+  rfdiff figures --quick                    # all figures, a few minutes on 2 cores
+  rfdiff figures --quick --jobs 2           # two figures at a time (one thread each)
+  rfdiff figures --full --out paper/
+  rfdiff figures --quick --out docs/figures --snippet docs/figures/README_snippet.md
+a rerun with the same parameters and code reads every figure from the cache.
+"""
+
+
+def _size_arguments(p) -> None:
+    g = p.add_mutually_exclusive_group()
+    for name, help_ in (("tiny", "seconds (tests)"), ("quick", "the README's size (default)"),
+                        ("full", "paper size")):
+        g.add_argument(f"--{name}", dest="preset", action="store_const", const=name, help=help_)
+    p.set_defaults(preset="quick")
+    p.add_argument("--out", default="figures", help="output directory (default: figures/)")
+    p.add_argument("--cache-dir", default=None,
+                   help="result cache (default: $RFDIFF_CACHE_DIR or ./.rfdiff_cache)")
+    p.add_argument("--no-cache", action="store_true", help="recompute and do not store")
+    p.add_argument("--threads", type=int, default=1,
+                   help="numba/torch threads while computing (default 1; 0 = library defaults)")
+
+
+def add_figure_arguments(p) -> None:
+    p.add_argument("name", help="figure name: " + ", ".join(FIGURES))
+    _size_arguments(p)
+
+
+def add_figures_arguments(p) -> None:
+    _size_arguments(p)
+    p.add_argument("--jobs", type=int, default=1, help="figures computed in parallel processes")
+    p.add_argument("--only", nargs="+", default=None, metavar="NAME", help="a subset of the figures")
+    p.add_argument("--snippet", default=None, metavar="PATH",
+                   help="also write a markdown snippet (figure list and exponent table)")
+
+
+def _print_run(run) -> None:
+    src = "cache" if run.cache_hit else "computed"
+    print(f"{run.name} [{run.preset}]: {run.seconds_total:.1f} s ({src} {run.seconds_compute:.1f} s)")
+    for k, v in run.summary.items():
+        print(f"  {k}: {_fmt(v)}")
+    for pth in run.paths:
+        print(f"  -> {pth}")
+
+
+def _fmt(v) -> str:
+    import numpy as np
+
+    if isinstance(v, (float, np.floating)):
+        return f"{float(v):.4g}"
+    if isinstance(v, (tuple, list)):
+        return "(" + ", ".join(_fmt(x) for x in v) + ")"
+    return str(v)
+
+
+def _cache(args):
+    from rfdiff.cache import Cache
+
+    return Cache(args.cache_dir) if args.cache_dir else None
+
+
+def run_figure(args) -> int:
+    set_threads(None if args.threads == 0 else args.threads)
+    run = make(args.name, args.preset, args.out, cache=_cache(args), use_cache=not args.no_cache)
+    _print_run(run)
+    return 0
+
+
+def run_figures(args) -> int:
+    set_threads(None if args.threads == 0 else args.threads)
+    t0 = time.perf_counter()
+    if args.no_cache:
+        runs = []
+        for n in (args.only or FIGURES):
+            runs.append(make(n, args.preset, args.out, use_cache=False))
+            _print_run(runs[-1])
+    else:
+        runs = make_all(args.preset, args.out, cache=_cache(args), names=args.only, jobs=args.jobs,
+                        on_done=_print_run)
+    wall = time.perf_counter() - t0
+    print(f"all figures [{args.preset}]: {wall:.1f} s wall")
+    if args.snippet:
+        path = write_snippet(args.preset, args.out, args.snippet, cache=_cache(args), wall_seconds=wall,
+                             runs=runs)
+        print(f"  -> {path}")
+    return 0
+
+
+def write_snippet(preset, out, path, *, cache=None, wall_seconds=None, runs=None) -> Path:
+    """A markdown snippet for the README: the figure list (images relative to the
+    snippet) and the exponent table of ``scaling`` and ``memorization-time``."""
+    import numpy as np
+
+    path = Path(path)
+    out = Path(out)
+    rel = os.path.relpath(out, path.parent)
+    lines = [f"### Figures (`rfdiff figures --{preset}`)", ""]
+    if wall_seconds is not None:
+        import platform
+        lines += [f"Made in {wall_seconds:.0f} s wall on {os.cpu_count()} CPU cores ({platform.machine()}); "
+                  "a rerun reads every figure from the cache.", ""]
+    for name in FIGURES:
+        fig = get(name)
+        stem = name.replace("-", "_") + ("" if preset == "quick" else f"_{preset}")
+        doc = (fig.module.__doc__ or "").strip().splitlines()[0]
+        lines += [f"**{name}** — {doc.split(': ', 1)[-1]}", "",
+                  f"![{name}]({rel}/{stem}.png)", ""]
+    ds, _, _ = compute("scaling", preset, cache=cache)
+    from analysis.experiments.scaling import exponent_table
+
+    lines += ["#### Measured exponents vs theory", "",
+              "| quantity | measured slope [95% bootstrap CI] | bound, minimised in SymPy | slide (seed 000) |",
+              "|---|---|---|---|"]
+    for r in exponent_table(ds):
+        lines.append(f"| {r['quantity']} | {r['slope']:.2f} [{r['ci_low']:.2f}, {r['ci_high']:.2f}] | "
+                     f"{_frac(r['theory_bound'])} | {r['slide']} |")
+    dm, _, _ = compute("memorization-time", preset, cache=cache)
+    a = dm.attrs
+    for name, th in (("tau_gen", "0"), ("tau_mem", "1")):
+        s, lo, hi = (a[f"fit_{name}_vs_n_{k}"] for k in ("slope", "ci_low", "ci_high"))
+        cell = f"{s:.2f} [{lo:.2f}, {hi:.2f}]" if np.isfinite(s) else "n/a (no rise on the grid)"
+        lines.append(f"| {name} vs n (single noise level t = {a['t_level']:g}) | {cell} | — | "
+                     f"{th} (Bonnaire et al. 2025) |")
+    lines += ["", "Seeds per point, sizes and every setting are in the `.nc` files' `provenance` "
+              "attribute.", ""]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    from rfdiff.io import atomic_path
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text("\n".join(lines), encoding="utf-8")
+    return path
+
+
+def _frac(x) -> str:
+    from fractions import Fraction
+
+    f = Fraction(float(x)).limit_denominator(20)
+    return f"{float(x):+.3g} ({f})"
