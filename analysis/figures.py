@@ -178,7 +178,7 @@ def make_all(preset: str = "quick", out="figures", *, cache=None, names=None, jo
     ctx = mp.get_context("spawn")
     runs = {}
     with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_worker_init) as ex:
-        futs = {ex.submit(_worker_make, n, preset, str(out), root): n for n in names}
+        futs = {ex.submit(_worker_make, n, preset, str(out), root, _THREADS[0]): n for n in names}
         for f in cf.as_completed(futs):
             run = f.result()
             runs[run.name] = run
@@ -230,9 +230,10 @@ def threads(n: int | None = 1):
             setter(value)
 
 
-def _worker_make(name, preset, out, root):
+def _worker_make(name, preset, out, root, n_threads=1):
     from rfdiff.cache import Cache
 
+    set_threads(n_threads)
     run = make(name, preset, out, cache=Cache(root) if root else None)
     run.dataset = None          # not shipped back between processes
     return run
@@ -281,7 +282,8 @@ def add_figure_arguments(p) -> None:
 
 def add_figures_arguments(p) -> None:
     _size_arguments(p)
-    p.add_argument("--jobs", type=int, default=1, help="figures computed in parallel processes")
+    p.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
+                   help="figures computed in parallel processes (default: 2, or 1 on one core)")
     p.add_argument("--only", nargs="+", default=None, metavar="NAME", help="a subset of the figures")
     p.add_argument("--snippet", default=None, metavar="PATH",
                    help="also write a markdown snippet (figure list and exponent table)")

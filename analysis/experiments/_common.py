@@ -231,3 +231,11 @@ def netcdf_attrs(attrs: dict, prefix: str = "") -> dict:
         else:
             out[key] = v
     return out
+
+
+def quadrature_check(problem) -> dict:
+    """:meth:`rfdiff.ScoreMatching.quadrature_error` of a problem (relative change of
+    G, C and c0 when the time rule is refined 2x), with its ``n_time``: recorded
+    by every figure whose preset uses a coarser time rule than the default."""
+    err = problem.quadrature_error()
+    return {"n_time": problem.n_time, "m": problem.model.m, **{k: float(v) for k, v in err.items()}}

@@ -52,8 +52,8 @@ _BASE = dict(mu=3.0, q1=0.5, t_level=0.05, tau_lo=-1.0, tau_hi=15.0, per_decade=
 PRESETS = {
     "tiny": dict(_BASE, n_values=[8, 32, 128], m=256, seeds=[0, 1], n_boot=500, per_decade=4,
                  mem_n=[8], mem_m=128, mem_n_time=16, mem_samples=128, mem_per_decade=0.5),
-    "quick": dict(_BASE, n_values=[8, 16, 32, 64, 128, 256], m=1024, seeds=[0, 1, 2],
-                  mem_n=[8, 32], mem_m=512, mem_n_time=32, mem_samples=512),
+    "quick": dict(_BASE, n_values=[8, 16, 32, 64, 128, 256], m=512, seeds=[0, 1, 2],
+                  mem_n=[8, 32], mem_m=512, mem_n_time=32, mem_samples=256, mem_per_decade=0.5),
     "full": dict(_BASE, n_values=[8, 16, 32, 64, 128, 256, 512], m=4096, seeds=[0, 1, 2, 3, 4],
                  mem_n=[8, 32, 128], mem_m=2048, mem_n_time=128, mem_samples=2048, mem_per_decade=2),
 }
@@ -121,7 +121,7 @@ def memorization_along_tau(target, n, p, seed=0):
     samples = probability_flow(emp, xT, t_min=p["mem_t_min"], T=p["mem_T"], rtol=p["mem_rtol"],
                                atol=p["mem_atol"])
     ref = memorization_fraction(samples, x, ratio=p["mem_ratio"])
-    return taus, frac, err, float(ref.value)
+    return taus, frac, err, float(ref.value), c.quadrature_check(problem)
 
 
 def compute(p: dict):
@@ -182,7 +182,8 @@ def compute(p: dict):
              "expected_exponents": "tau_gen ~ n^0, tau_mem ~ n^1 (Bonnaire et al. 2025)",
              "mem_criterion": f"d1/d2 < {p['mem_ratio']:.4g}, probability-flow samples of a full-time RF "
                               f"flow (m = {p['mem_m']}), {p['mem_samples']} samples from shared prior noise",
-             "seconds_single_level": t_single, "seconds_memorization": t_mem}
+             "seconds_single_level": t_single, "seconds_memorization": t_mem,
+             "quadrature_error_full_time_flow": mem[-1][4]}
     for name, f in fits.items():
         for k, v in f.items():
             attrs[f"fit_{name}_vs_n_{k}"] = v

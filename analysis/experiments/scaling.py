@@ -45,13 +45,13 @@ TITLE = "Scaling of the early-stopping time and KL with n and m"
 SLIDE_EXPONENTS = {"tau_star_vs_n": "2/5", "kl_star_vs_n": "-2/5", "kl_star_vs_m": "-4/5"}
 
 _BASE = dict(mu=3.0, q1=0.5, t_min=1e-3, T=8.0, weighting="sigma2", coarse_lo=2.0, coarse_hi=14.0,
-             fine_per_decade=6, kl_h=0.02, kl_atol=1e-4, m_ratio=1.0, n_boot=2000)
+             fine_per_decade=4, kl_h=0.02, kl_atol=1e-4, m_ratio=0.5, n_boot=2000)
 
 PRESETS = {
     "tiny": dict(_BASE, n_values=[16, 64, 256], m_values=[8, 32, 128], n_for_m=2000, seeds=[0, 1],
-                 n_time=16, kl_h=0.05, fine_per_decade=3, coarse_hi=12.0, n_boot=500),
+                 n_time=16, kl_h=0.05, fine_per_decade=3, coarse_hi=12.0, n_boot=500, m_ratio=1.0),
     "quick": dict(_BASE, n_values=[32, 64, 128, 256, 512, 1024], m_values=[16, 32, 64, 128, 256, 512],
-                  n_for_m=10000, seeds=[0, 1, 2], n_time=32),
+                  n_for_m=10000, seeds=[0, 1, 2], n_time=32, coarse_hi=13.0),
     "full": dict(_BASE, n_values=[32, 64, 128, 256, 512, 1024, 2048],
                  m_values=[16, 32, 64, 128, 256, 512, 1024, 2048], n_for_m=100000,
                  seeds=[0, 1, 2, 3, 4], n_time=128, kl_h=0.01, fine_per_decade=8),
@@ -61,8 +61,8 @@ PRESETS = {
 def early_stop_point(target, n, m, seed, p):
     """tau*, KL(tau*), its error, whether the minimum is interior, the final KL and
     the coarse curve, for one (n, m, seed)."""
-    flow, _, _ = c.rf_flow(target, n, m, seed=seed, data_seed=seed, n_time=p["n_time"],
-                           t_min=p["t_min"], T=p["T"], weighting=p["weighting"])
+    flow, problem, _ = c.rf_flow(target, n, m, seed=seed, data_seed=seed, n_time=p["n_time"],
+                                 t_min=p["t_min"], T=p["T"], weighting=p["weighting"])
     kw = dict(h=p["kl_h"], atol=p["kl_atol"], t_min=p["t_min"], T=p["T"])
     coarse = c.tau_grid(p["coarse_lo"], p["coarse_hi"], 1)
     kc = c.flow_grid_kl(flow, coarse, target, **kw)
@@ -72,22 +72,22 @@ def early_stop_point(target, n, m, seed, p):
     fine = c.tau_grid(lo, hi, p["fine_per_decade"])
     kf = c.flow_grid_kl(flow, fine, target, **kw)
     # the curve on the union of both grids decides whether the minimum is interior
-    taus = np.concatenate([coarse, fine])
-    order = np.argsort(taus)
-    kl_all = np.concatenate([kc["value"], kf["value"]])[order]
-    err_all = np.concatenate([kc["error"], kf["error"]])[order]
-    es_all = c.early_stopping(taus[order], kl_all, err_all)
+    taus, first = np.unique(np.concatenate([fine, coarse]), return_index=True)   # shared taus: once
+    kl_all = np.concatenate([kf["value"], kc["value"]])[first]
+    err_all = np.concatenate([kf["error"], kc["error"]])[first]
+    es_all = c.early_stopping(taus, kl_all, err_all)
     es = c.early_stopping(fine, kf["value"], kf["error"])
     j = es["index"]
     return dict(tau_star=es["tau_star"], kl_star=float(kf["value"][j]), kl_star_error=float(kf["error"][j]),
                 interior=bool(es_all["interior"]), kl_final=float(kc["value"][-1]),
-                curve=kc["value"], curve_error=kc["error"], coarse=coarse)
+                curve=kc["value"], curve_error=kc["error"], coarse=coarse, problem=problem)
 
 
 def _sweep(target, pairs, seeds, p):
     keys = ("tau_star", "kl_star", "kl_star_error", "interior", "kl_final")
     out = {k: np.full((len(pairs), len(seeds)), np.nan) for k in keys}
     curves = None
+    quad = None
     for a, (n, m) in enumerate(pairs):
         for b, s in enumerate(seeds):
             r = early_stop_point(target, n, m, s, p)
@@ -97,7 +97,10 @@ def _sweep(target, pairs, seeds, p):
                 curves = np.full((len(pairs), len(seeds), r["coarse"].size), np.nan)
                 coarse = r["coarse"]
             curves[a, b] = r["curve"]
+            if a == len(pairs) - 1 and b == 0:
+                quad = c.quadrature_check(r["problem"])
     out["interior"] = out["interior"].astype(np.int8)
+    out["quad"] = quad
     return out, curves, coarse
 
 
@@ -134,6 +137,7 @@ def compute(p: dict):
     m_values = list(p["m_values"])
     rm, curves_m, _ = _sweep(target, [(p["n_for_m"], m) for m in m_values], p["seeds"], p)
     t_m = time.perf_counter() - t0 - t_n
+    quad = {"n_sweep": rn.pop("quad"), "m_sweep": rm.pop("quad")}
 
     theory = theory_exponents()
     fits = {
@@ -165,13 +169,13 @@ def compute(p: dict):
     ds = xr.Dataset(data, coords={"n": n_values, "m": m_values, "seed": list(p["seeds"]),
                                   "tau_coarse": coarse})
     attrs = {"figure": NAME, "target": f"two_modes(mu={p['mu']}, q1={p['q1']})",
-             "n_sweep_width": f"m = {p['m_ratio']} * n", "m_sweep_n": p["n_for_m"],
+             "n_sweep_width": f"m = {p['m_ratio']:g} n", "m_sweep_n": p["n_for_m"],
              "early_stopping_criterion": "argmin of KL_ODE on a fine log grid around the coarse "
                                          "minimum, parabola in log tau; KL(tau*) = fine-grid minimum",
              "seconds_n_sweep": t_n, "seconds_m_sweep": t_m,
              "bound": "tau^4/(m n) + tau^3/m^2 + 1/tau (seed 000), minimised over tau; "
                       "drawn times a constant fitted in log space",
-             "bound_constants": consts}
+             "bound_constants": consts, "quadrature_error": quad}
     for name, f in fits.items():
         for k, v in f.items():
             attrs[f"fit_{name}_{k}"] = v
@@ -226,8 +230,7 @@ def plot(ds, stem):
         fig, axes = P.subplots(3, 1, height=6.6)
         panels = [
             (axes[0, 0], "n", ds.tau_star_n, ds.bound_tau_star_n, "tau_star_vs_n", r"$\tau^*$",
-             "(a) early-stopping time, m = n" if a["n_sweep_width"] == "m = 1.0 * n"
-             else f"(a) early-stopping time, {a['n_sweep_width']}"),
+             f"(a) early-stopping time, {a['n_sweep_width']}"),
             (axes[1, 0], "n", ds.kl_star_n, ds.bound_kl_star_n, "kl_star_vs_n", r"KL$(\tau^*)$",
              "(b) KL at early stopping"),
             (axes[2, 0], "m", ds.kl_star_m, ds.bound_kl_star_m, "kl_star_vs_m", r"KL$(\tau^*)$",
