@@ -15,6 +15,8 @@ def parser(description: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--quick", action="store_true", help="CI-size run (seconds)")
     p.add_argument("--json", metavar="PATH", help="write the results as JSON to PATH")
+    p.add_argument("--backend", default="numpy", choices=("numpy", "cupy", "auto"),
+                   help="array backend of the Gram GEMMs and the eigendecomposition (benchmark 5: cupy)")
     return p
 
 

@@ -10,7 +10,7 @@ time, and rfdiff's eigendecomposition time relative to a bare
 import numpy as np
 
 import rfdiff as rf
-from rfdiff.backend import NUMPY
+from rfdiff.backend import get_backend
 from rfdiff.gram import accumulate_rows, qmc_rows
 
 from _common import best_of, gemm_rate, parser, report
@@ -18,9 +18,10 @@ from _common import best_of, gemm_rate, parser, report
 
 def main(argv=None):
     args = parser(__doc__).parse_args(argv)
+    be = get_backend(args.backend)
     m = 1024 if args.quick else 4096
     n, n_time, n_eps = (200, 8, 8) if args.quick else (1000, 16, 4)
-    out = {"m": m}
+    out = {"m": m, "backend": be.name}
     out["gemm_gflops"] = gemm_rate(1024 if args.quick else 2048)
 
     # Gram assembly over rows (d = 2: the GEMM path); FLOPs counted as the GEMMs do
@@ -29,7 +30,7 @@ def main(argv=None):
     sm = rf.ScoreMatching(model, x, n_time=n_time, n_eps=n_eps)
     rows = list(qmc_rows(sm.data, sm.process, sm.t_nodes, sm.omega, n_eps, 0))
     R = sum(len(r[0]) for r in rows)
-    t_gram = best_of(lambda: accumulate_rows(model, rows, NUMPY), 2)
+    t_gram = best_of(lambda: (accumulate_rows(model, rows, be), be.synchronize()), 2)
     out["rows"] = R
     out["gram_gflops"] = 2 * R * m * (m + 2) / t_gram / 1e9
     out["gram_fraction_of_gemm"] = out["gram_gflops"] / out["gemm_gflops"]
@@ -41,19 +42,21 @@ def main(argv=None):
     out["relu_exact_gram_s"] = best_of(
         lambda: rf.ScoreMatching(rf.RandomFeatureScore(m=m, seed=0), x1).train_form, 2)
 
-    # eigendecomposition: rfdiff's backend vs bare numpy on the same H
+    # eigendecomposition: rfdiff's backend vs bare numpy on the same H (on a GPU
+    # backend this is the GPU-vs-CPU ratio)
     H = sm1.train_form.gram / m**2
     t_np = best_of(lambda: np.linalg.eigh(H), 2)
-    t_rf = best_of(lambda: NUMPY.eigh(H), 2)
+    Hb = be.asarray(H)
+    t_rf = best_of(lambda: (be.eigh(Hb), be.synchronize()), 2)
     out["eigh_numpy_s"] = t_np
     out["eigh_rfdiff_s"] = t_rf
     out["eigh_ratio_vs_numpy"] = t_rf / t_np
 
     # float32: time of the set-up and accuracy of A(tau) at tau * lambda_max = 10 and 1e6
-    f64 = sm1.flow()
-    t32 = best_of(lambda: sm1.flow(dtype=np.float32), 2)
-    f32 = sm1.flow(dtype=np.float32)
-    out["flow_setup_float32_over_float64"] = t32 / best_of(lambda: sm1.flow(), 2)
+    f64 = sm1.flow(backend=be)
+    t32 = best_of(lambda: sm1.flow(dtype=np.float32, backend=be), 2)
+    f32 = sm1.flow(dtype=np.float32, backend=be)
+    out["flow_setup_float32_over_float64"] = t32 / best_of(lambda: sm1.flow(backend=be), 2)
     for scale in (10.0, 1e6):
         tau = scale / f64.lambda_max
         A64 = f64.params(tau)

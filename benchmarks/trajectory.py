@@ -38,7 +38,8 @@ def main(argv=None):
     out["n_time"] = sm.n_time
     out["assembly_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    flow = sm.flow()
+    flow = sm.flow(backend=args.backend)
+    out["backend"] = flow.backend.name
     out["eigh_s"] = time.perf_counter() - t0
     taus = np.logspace(0, 12, 64)
     t0 = time.perf_counter()
