@@ -79,6 +79,7 @@ class RFBatch(ScoreBatch):
         if self.relu_1d:
             w = W[:, 0]
             self._pos, self._neg, self._flat = np.flatnonzero(w > 0), np.flatnonzero(w < 0), np.flatnonzero(w == 0)
+            self._orders = KinkOrder()
 
     def __call__(self, x, t, dz=True):
         if self.relu_1d:
@@ -109,11 +110,11 @@ class RFBatch(ScoreBatch):
         w = model.W[:, 0]
         bias = model.bias(t)
         z = np.ascontiguousarray(x[..., 0].reshape(-1, x.shape[-2]))
-        kp, jp, kn, jn = [], self._pos, [], self._neg
+        jp, jn = self._pos, self._neg
         kp = -bias[jp] / w[jp]
-        op = np.argsort(kp, kind="stable")
+        op = self._orders.argsort("pos", kp)
         kn = -bias[jn] / w[jn]
-        on = np.argsort(kn, kind="stable")
+        on = self._orders.argsort("neg", kn)
         flat = self._flat[bias[self._flat] >= 0]
         const = self.A[:, 0, flat] @ bias[flat] if flat.size else np.zeros(self.n)
         s = np.empty((self.n, z.shape[1]))
@@ -169,6 +170,42 @@ def _advance_lt(a, x, lo):
     while lo < n and a[lo] < x:
         lo += 1
     return lo
+
+
+@numba.njit(cache=True, nogil=True)
+def _resort(order, keys, max_moves):
+    """Insertion-sort the permutation ``order`` by ``keys`` in place; returns False
+    (leaving ``order`` a permutation, not sorted) after ``max_moves`` shifts.
+    Kinks move little between nearby times, so the previous order is almost
+    sorted and this is O(m) where argsort is O(m log m)."""
+    moves = 0
+    for i in range(1, order.shape[0]):
+        o = order[i]
+        kv = keys[o]
+        j = i - 1
+        while j >= 0 and keys[order[j]] > kv:
+            order[j + 1] = order[j]
+            j -= 1
+            moves += 1
+        order[j + 1] = o
+        if moves > max_moves:
+            return False
+    return True
+
+
+class KinkOrder:
+    """Sorting permutations of kink positions, re-used from call to call."""
+
+    def __init__(self):
+        self._last = {}
+
+    def argsort(self, name, keys):
+        keys = np.ascontiguousarray(keys)
+        order = self._last.get(name)
+        if order is None or order.shape[0] != keys.shape[0] or not _resort(order, keys, 16 * keys.shape[0]):
+            order = np.argsort(keys, kind="stable")
+        self._last[name] = order
+        return order
 
 
 def _relu_kernel_impl(kp, jp, kn, jn, A, w, bias, z, const, inv_m, s, div):

@@ -72,8 +72,13 @@ class ODEStats:
 
 def integrate(rhs, y0, u0: float, u1: float, norm, *, method: str = "dopri5",
               h0: float | None = None, max_steps: int = 100_000, min_step: float | None = None,
-              max_factor: float = 5.0, safety: float = 0.9):
-    """Integrate ``dy/du = rhs(u, y)`` from ``u0`` to ``u1 > u0``; returns ``(y1, stats)``."""
+              max_factor: float = 5.0, safety: float = 0.9, aux=None):
+    """Integrate ``dy/du = rhs(u, y)`` from ``u0`` to ``u1 > u0``; returns ``(y1, stats)``.
+
+    ``aux(u, h, y, y_new, f_start, f_end) -> increment``, if given, is called for
+    every accepted step (``f_*`` the right-hand side at the step's ends, for
+    Hermite interpolation); the increments are summed into ``stats.extra["aux"]``.
+    """
     tab = TABLEAUS[method]
     span = u1 - u0
     if min_step is None:
@@ -117,6 +122,10 @@ def integrate(rhs, y0, u0: float, u1: float, norm, *, method: str = "dopri5",
         if not np.isfinite(en):
             en = np.inf
         if en <= 1.0:
+            if aux is not None:
+                inc = aux(u, h, y, y_new, k[0], k[-1])
+                total = stats.extra.get("aux")
+                stats.extra["aux"] = inc if total is None else total + inc
             u = u + h if u + h < u1 else u1
             y = y_new
             k[0] = k[-1]

@@ -10,9 +10,12 @@ the *plain* time integral, not the time average the training loss uses. No
 such bound holds for the probability-flow ODE.
 
 Quadrature: Gauss-Legendre in ``u = log t`` with n and 2n nodes (n doubled
-until they agree to ``tol/2``), ``E_{p_t}`` by the target's expectation nodes at
-orders o and 2o; ``KL(p_T || pi)`` by the target's nodes at T. The reported
-error is the sum of the three differences (conservative).
+until they agree to ``tol/2``); ``E_{p_t}`` by the target's expectation nodes at
+orders o and 2o, or, for 1D ReLU random features, by Gauss-Legendre panels
+broken at the features' kinks (o and 2o uniform panels plus the kinks: the
+integrand is smooth between kinks, where Gauss-Hermite converges slowly);
+``KL(p_T || pi)`` by the target's nodes at T. The reported error is the sum of
+the three differences (conservative).
 """
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ from . import _validate as v
 from ._batch import RFBatch, ScoreBatch, make_batch
 from ._results import BoundResult, finish
 from .likelihood import _check_common, _flow_defaults
-from .quadrature import log_time_grid
+from .quadrature import composite_gauss_legendre, log_time_grid
 
 __all__ = ["girsanov_bound", "girsanov_bound_path", "kl_prior"]
 
@@ -37,22 +40,56 @@ def kl_prior(target, process, T: float, order: int = 32):
     return vals[1], abs(vals[1] - vals[0])
 
 
-def _score_term_at(batch: ScoreBatch, target, process, t: float, order: int):
-    """``E_{p_t}|s_b - grad log p_t|^2`` for every score b: shape (B,)."""
-    x, w = target.expectation_nodes(t, process, order=order)
-    s, _ = batch(np.asarray(x, dtype=np.float64), t, dz=False)
+def _score_term_at(batch: ScoreBatch, target, process, t: float, order: int, kinks: bool = False):
+    """``E_{p_t}|s_b - grad log p_t|^2`` for every score b: shape (B,).
+
+    ``kinks`` (1D ReLU random features): composite 4-point Gauss-Legendre on
+    ``order`` uniform panels over the law's mass, with the features' kinks
+    ``z_j(t)`` as extra breakpoints -- the integrand is smooth between them, so
+    this converges fast where Gauss-Hermite (``kinks=False``, the target's
+    nodes of this order) stalls on the kinks.
+    """
+    if kinks:
+        x, w = _kink_rule(batch, target, process, t, order)
+    else:
+        x, w = target.expectation_nodes(t, process, order=order)
+        x = np.asarray(x, dtype=np.float64)
+    s, _ = batch(x, t, dz=False)
     ref = np.asarray(target.score(x, t, process), dtype=np.float64)
     diff = s - ref[None]
     return np.einsum("bkd,bkd,k->b", diff, diff, w)
 
 
-def _bound_batch(batch, target, process, t_min, T, tol, n_time, order, max_n_time, max_order=320):
+def _kink_rule(batch, target, process, t, n_panels):
+    xn, _ = target.expectation_nodes(t, process, order=64)
+    lo, hi = float(xn.min()), float(xn.max())
+    pad = 0.05 * (hi - lo)
+    lo, hi = lo - pad, hi + pad
+    model = batch.model
+    w = model.W[:, 0]
+    nz = w != 0
+    z = -model.bias(t)[nz] / w[nz]
+    edges = np.unique(np.concatenate([np.linspace(lo, hi, n_panels + 1), z[(z > lo) & (z < hi)]]))
+    x, wq = composite_gauss_legendre(edges, 4)
+    with np.errstate(under="ignore"):
+        p = np.exp(np.asarray(target.log_pt(x[:, None], t, process), dtype=np.float64))
+    wt = wq * p
+    return x[:, None], wt / wt.sum()
+
+
+def _bound_batch(batch, target, process, t_min, T, tol, n_time, order, max_n_time, max_order=320,
+                 quadrature="auto"):
+    kinks = quadrature == "kinks" or (quadrature == "auto" and isinstance(batch, RFBatch) and batch.relu_1d)
+    if kinks and not (isinstance(batch, RFBatch) and batch.relu_1d):
+        raise ValueError("quadrature='kinks' needs a 1D ReLU random-feature score")
+    if kinks:
+        order, max_order = max(int(order), 64), max(max_order, 64 * 16)
     cache = {}
 
     def term(t, o):
         key = (float(t), o)
         if key not in cache:
-            cache[key] = _score_term_at(batch, target, process, float(t), o)
+            cache[key] = _score_term_at(batch, target, process, float(t), o, kinks)
         return cache[key]
 
     def integral(n, o):
@@ -60,7 +97,7 @@ def _bound_batch(batch, target, process, t_min, T, tol, n_time, order, max_n_tim
         vals = np.stack([term(t, o) for t in grid.t])            # (n, B)
         return (0.5 * grid.weights * process.g2(grid.t)) @ vals
 
-    kp, kp_err = kl_prior(target, process, T, order)
+    kp, kp_err = kl_prior(target, process, T, 32 if kinks else order)
     n, o = int(n_time), int(order)
     while True:
         fine = integral(2 * n, o)
@@ -86,17 +123,22 @@ def _bound_batch(batch, target, process, t_min, T, tol, n_time, order, max_n_tim
 
 
 def girsanov_bound(score, target, process=None, t_min: float = 1e-3, T: float = 8.0, tol: float = 1e-6, *,
-                   n_time: int = 32, order: int = 20, max_n_time: int = 2048, strict: bool = True) -> BoundResult:
+                   n_time: int = 32, order: int = 20, max_n_time: int = 2048, quadrature: str = "auto",
+                   strict: bool = True) -> BoundResult:
     """``KL(p_T || pi) + 1/2 int g2 E_{p_t}|s - grad log p_t|^2 dt`` with its quadrature error.
 
     An upper bound on ``KL(p_{t_min} || p_gen^SDE)`` (the ``kl_tmin`` of
     :func:`rfdiff.kl_sde`). Raises :class:`ConvergenceError` when ``tol`` is not
-    met (``strict=False``: returned with ``converged=False``).
+    met (``strict=False``: returned with ``converged=False``). ``quadrature``:
+    ``"nodes"`` (the target's nodes, ``order`` doubled up to 320), ``"kinks"``
+    (1D ReLU random features: Gauss-Legendre panels broken at the kinks) or
+    ``"auto"`` (``kinks`` where it applies).
     """
     batch = make_batch(score)
+    v.choice("quadrature", quadrature, ("auto", "nodes", "kinks"))
     process, t_min, T, tol = _check_common(target, process, t_min, T, tol, batch.dim)
     res = _bound_batch(batch, target, process, t_min, T, tol, v.positive_int("n_time", n_time),
-                       v.positive_int("order", order), max_n_time)
+                       v.positive_int("order", order), max_n_time, quadrature=quadrature)
     st, st_err, kp, kp_err, conv, msg, work = res
     out = BoundResult(float(kp + st[0]), float(st_err[0] + kp_err), kp, kp_err, float(st[0]),
                       float(st_err[0]), bool(conv[0]), msg, tol, work)
@@ -105,7 +147,7 @@ def girsanov_bound(score, target, process=None, t_min: float = 1e-3, T: float = 
 
 def girsanov_bound_path(flow, taus, target, process=None, t_min=None, T=None, tol: float = 1e-5, *,
                         n_time: int = 32, order: int = 20, max_n_time: int = 2048,
-                        strict: bool = True) -> BoundResult:
+                        quadrature: str = "auto", strict: bool = True) -> BoundResult:
     """:func:`girsanov_bound` for a random-feature flow at many taus (arrays over tau)."""
     process, t_min, T = _flow_defaults(flow, process, t_min, T)
     process, t_min, T, tol = _check_common(target, process, t_min, T, tol, flow.model.dim)
@@ -113,6 +155,7 @@ def girsanov_bound_path(flow, taus, target, process=None, t_min=None, T=None, to
     batch = RFBatch(flow.model, flow.params(taus))
     st, st_err, kp, kp_err, conv, msg, work = _bound_batch(
         batch, target, process, t_min, T, tol, v.positive_int("n_time", n_time),
-        v.positive_int("order", order), max_n_time)
+        v.positive_int("order", order), max_n_time, quadrature=v.choice("quadrature", quadrature,
+                                                                         ("auto", "nodes", "kinks")))
     out = BoundResult(kp + st, st_err + kp_err, kp, kp_err, st, st_err, conv, msg, tol, work)
     return finish(out, strict)

@@ -23,10 +23,11 @@ compares the generated density at ``t_min`` with the data law ``p_0``;
 quadrature nodes (Gauss-Hermite per mixture component, Gauss-Legendre on a
 compact support): no histograms, no density estimates.
 
-Error control: every KL is computed at two node orders (n, 2n) and two ODE
-tolerances (a, a/10); the reported value uses 2n nodes and the tight
-tolerance, and the reported error is ``|Q_2n - Q_n| + |Q(a/10) - Q(a)|``, a
-conservative estimate (the coarse resolutions' errors). Orders and
+Error control: every KL is computed with two quadrature rules (orders n and
+2n, or grids of h and h/2) and two ODE tolerances (a, a/10); the reported
+value uses the finer rule and the tight tolerance, and the reported error is
+``|Q_fine - Q_coarse| + |Q(a/10) - Q(a)|``, a conservative estimate (the
+coarse resolutions' errors). Orders and
 tolerances are refined until the error is below ``tol`` or a work limit is
 hit; then :class:`ConvergenceError` is raised (``strict=False`` returns the
 result with ``converged=False``). Nothing returns NaN or inf silently.
@@ -78,7 +79,8 @@ def _flow_system(batch: ScoreBatch, process: Process, d: int):
 
 
 def ode_log_density(batch: ScoreBatch, x, process: Process, t_min: float, T: float, *, atol: float,
-                    weights=None, method: str = "dopri5", max_steps: int = 200_000, node_atol=None):
+                    weights=None, method: str = "dopri5", max_steps: int = 200_000, node_atol=None,
+                    exact_kinks: bool = True):
     """``log p_gen(x)`` for every score of ``batch`` at the points ``x`` (k, d).
 
     Error norm per point: ``|err ell| + (1 + |x|/prior_var) |err x|`` (the
@@ -86,14 +88,18 @@ def ode_log_density(batch: ScoreBatch, x, process: Process, t_min: float, T: flo
     when the weighted mean of that error (the error of a quadrature over the
     points) is ``<= atol`` for every score and the largest one is
     ``<= node_atol`` (default ``sqrt(atol)``); without, when the largest is ``<= atol``.
-    Returns ``(logp (B, k), stats)``.
+    For 1D ReLU random features (``exact_kinks``) only X is integrated by the
+    Runge-Kutta pair and ``ell`` step by step with exact kink crossings
+    (:mod:`rfdiff._relu_flow`). Returns ``(logp (B, k), stats)``.
     """
     x = np.asarray(x, dtype=np.float64)
     k, d = x.shape
     order = np.argsort(x[:, 0], kind="stable") if d == 1 else np.arange(k)
     xs = x[order]
     B = batch.n
-    y0 = np.zeros((B, k, d + 1))
+    kinks = exact_kinks and isinstance(batch, RFBatch) and batch.relu_1d
+    p = d if kinks else d + 1
+    y0 = np.zeros((B, k, p))
     y0[..., :d] = xs[None]
     pv = float(process.prior_var)
     if weights is None:
@@ -105,18 +111,36 @@ def ode_log_density(batch: ScoreBatch, x, process: Process, t_min: float, T: flo
 
     def norm(y, y_new, err):
         xn = np.abs(y_new[..., :d]).sum(axis=-1)
-        e = np.abs(err[..., d]) + (1.0 + xn / pv) * np.abs(err[..., :d]).sum(axis=-1)
+        e = (1.0 + xn / pv) * np.abs(err[..., :d]).sum(axis=-1)
+        if not kinks:
+            e = e + np.abs(err[..., d])
         worst = float(e.max()) / cap
         if w is None:
             return worst
         return max(worst, float((e @ w).max()) / atol)
 
-    y, stats = integrate(_flow_system(batch, process, d), y0, float(np.log(t_min)), float(np.log(T)),
-                         norm, method=method, max_steps=max_steps)
+    if kinks:
+        from ._relu_flow import make_aux
+        rhs, aux = _velocity_system(batch, process, d), make_aux(batch, process, d)
+    else:
+        rhs, aux = _flow_system(batch, process, d), None
+    y, stats = integrate(rhs, y0, float(np.log(t_min)), float(np.log(T)), norm, method=method,
+                         max_steps=max_steps, aux=aux)
+    ell = stats.extra.pop("aux", np.zeros((B, k))) if kinks else y[..., d]
     logp = np.empty((B, k))
     with np.errstate(over="ignore", invalid="ignore"):
-        logp[:, order] = process.prior_logpdf(y[..., :d].reshape(-1, d)).reshape(B, k) + y[..., d]
+        logp[:, order] = process.prior_logpdf(y[..., :d].reshape(-1, d)).reshape(B, k) + ell
     return logp, stats
+
+
+def _velocity_system(batch: ScoreBatch, process: Process, d: int):
+    """``dX/du = t v(X, t)`` alone."""
+    def rhs(u, y):
+        t = float(np.exp(u))
+        s, _ = batch(y, t, dz=False)
+        f, g2 = float(process.f(t)), float(process.g2(t))
+        return t * (f * y - 0.5 * g2 * s)
+    return rhs
 
 
 # -- KL of a batch of scores ------------------------------------------------------
@@ -143,13 +167,17 @@ class _NodeSets:
         self._cache = {}
         self._windows = {}
 
-    def window(self, which):
-        if which not in self._windows:
-            x, _ = self.target.expectation_nodes(self.times[which], self.process, order=64)
-            lo, hi = float(x[:, 0].min()), float(x[:, 0].max())
+    def window(self, which=None):
+        """Interval of the grid rule: the target's order-64 nodes at every time of
+        the rule (one window for all, so the grids coincide), padded by 5%."""
+        if not self._windows:
+            lo, hi = np.inf, -np.inf
+            for t in self.times:
+                x, _ = self.target.expectation_nodes(t, self.process, order=64)
+                lo, hi = min(lo, float(x[:, 0].min())), max(hi, float(x[:, 0].max()))
             pad = 0.05 * (hi - lo)
-            self._windows[which] = (lo - pad, hi + pad)
-        return self._windows[which]
+            self._windows[None] = (lo - pad, hi + pad)
+        return self._windows[None]
 
     def get(self, which: int, level: int):
         key = (which, level)
@@ -165,16 +193,20 @@ class _NodeSets:
                 with np.errstate(divide="ignore"):
                     ref = np.asarray(self.target.log_pt(x, t, self.process), dtype=np.float64)
             else:
-                lo, hi = self.window(which)
+                # the same points for every law (one ODE solve serves both KLs);
+                # where p underflows the weight is 0 and the reference is set to 0
+                if ("grid", level) not in self._cache:
+                    lo, hi = self.window()
+                    self._cache[("grid", level)] = np.linspace(lo, hi, (self.base << level) + 1)[:, None]
+                x = self._cache[("grid", level)]
+                lo, hi = self.window()
                 n = self.base << level
-                z = np.linspace(lo, hi, n + 1)
-                x = z[:, None]
                 with np.errstate(divide="ignore", under="ignore"):
                     ref = np.asarray(self.target.log_pt(x, t, self.process), dtype=np.float64)
                     w = np.exp(ref) * ((hi - lo) / n)
                 w[[0, -1]] *= 0.5
-                keep = (w > 0) & np.isfinite(ref)
-                x, w, ref = x[keep], w[keep], ref[keep]
+                bad = ~(np.isfinite(ref) & (w > 0))
+                w[bad], ref[bad] = 0.0, 0.0
             self._cache[key] = (x, w, ref)
         return self._cache[key]
 
@@ -198,6 +230,13 @@ def _resolve_quadrature(quadrature, batch, dim):
     return quadrature
 
 
+def _resolve_method(method, batch):
+    v.choice("method", method, ("auto", "dopri5", "bs3"))
+    if method == "auto":
+        return "bs3" if isinstance(batch, RFBatch) and batch.relu_1d else "dopri5"
+    return method
+
+
 def _kl_batch(batch: ScoreBatch, target, process, t_min, T, tol, quadrature, base, max_level, method,
               max_steps, min_atol=1e-14):
     """KL for every score of ``batch``; returns arrays and a work dict (no raising)."""
@@ -210,14 +249,19 @@ def _kl_batch(batch: ScoreBatch, target, process, t_min, T, tol, quadrature, bas
     failed = np.zeros(B, dtype=bool)
 
     def solve(keys, atol, idx):
-        """Fill memo for ``keys`` (which, level) at ``atol`` for batch members ``idx``."""
-        xs, ws, spans, start = [], [], [], 0
+        """Fill memo for ``keys`` (which, level) at ``atol`` for batch members ``idx``;
+        rules that share their points (grid mode) are solved once."""
+        blocks, spans, start = {}, [], 0
         for which, lev in keys:
             x, w, _ = sets.get(which, lev)
-            spans.append((which, lev, start, len(x)))
-            start += len(x)
-            xs.append(x)
-            ws.append(w / w.sum())
+            if id(x) not in blocks:
+                blocks[id(x)] = [x, np.zeros(len(x)), start]
+                start += len(x)
+            blk = blocks[id(x)]
+            blk[1] = np.maximum(blk[1], w / w.sum())
+            spans.append((which, lev, blk[2], len(x)))
+        xs = [b[0] for b in blocks.values()]
+        ws = [b[1] for b in blocks.values()]
         _solve_subset(idx, np.concatenate(xs), np.concatenate(ws), atol, spans)
 
     def _solve_subset(idx, x, w, atol, spans):
@@ -247,30 +291,43 @@ def _kl_batch(batch: ScoreBatch, target, process, t_min, T, tol, quadrature, bas
         lp = memo.get((which, lev, atol))
         if lp is None:
             return np.full(B, np.nan)
+        on = w > 0
         with np.errstate(invalid="ignore", over="ignore"):
-            return (ref[None, :] - lp) @ w
+            return (ref[None, on] - lp[:, on]) @ w[on]
 
     lev, a = 0, float(tol)
     active = np.arange(B)
     value = np.full((n_sets, B), np.nan)
     error = np.full((n_sets, B), np.inf)
     converged = np.zeros(B, dtype=bool)
+    nested = quadrature == "grid"          # the level-l grid is every other point of level l+1
     while active.size:
-        for atol in (a, a / TOL_RATIO):
+        # value: rule lev+1 at a/10; quadrature error: rule lev at a/10 (nested: free);
+        # ODE error: rule lev at a/10 vs a (the coarse solve needs only the smaller rule)
+        fine = a / TOL_RATIO
+        need = [((s, lev + 1), fine) for s in range(n_sets)]
+        if not nested:
+            need += [((s, lev), fine) for s in range(n_sets)]
+        need += [((s, lev), a) for s in range(n_sets)]
+        for atol in (fine, a):
             todo = active[~failed[active]]
-            keys = [(s, l) for s in range(n_sets) for l in (lev, lev + 1)
-                    if not (atol == a and l == lev)
-                    and not ((s, l, atol) in memo and np.all(np.isfinite(memo[(s, l, atol)][todo])))]
+            keys = [key for key, at in need if at == atol
+                    and not (key + (atol,) in memo and np.all(np.isfinite(memo[key + (atol,)][todo])))]
             if keys and todo.size:
                 solve(keys, atol, todo)
+            if nested and atol == fine:
+                for s in range(n_sets):
+                    src_ = memo.get((s, lev + 1, fine))
+                    if src_ is not None:
+                        memo[(s, lev, fine)] = src_[:, ::2]
         ok = active[~failed[active]]
         err_q = np.zeros((n_sets, B))
         err_o = np.zeros((n_sets, B))
         for s in range(n_sets):
-            qf = quad(s, lev + 1, a / TOL_RATIO)
-            qn = quad(s, lev, a / TOL_RATIO)
-            qc = quad(s, lev + 1, a)
-            err_q[s], err_o[s] = np.abs(qf - qn), np.abs(qf - qc)
+            qf = quad(s, lev + 1, fine)
+            qn = quad(s, lev, fine)
+            qc = quad(s, lev, a)
+            err_q[s], err_o[s] = np.abs(qf - qn), np.abs(qn - qc)
             value[s, ok], error[s, ok] = qf[ok], (err_q[s] + err_o[s])[ok]
         fin = np.all(np.isfinite(error[:, ok]), axis=0)
         for b in ok[~fin]:
@@ -282,21 +339,28 @@ def _kl_batch(batch: ScoreBatch, target, process, t_min, T, tol, quadrature, bas
         active = np.setdiff1d(ok, done)
         if not active.size:
             break
-        need_q = np.any(err_q[:, active] > 0.5 * tol)
-        need_o = np.any(err_o[:, active] > 0.5 * tol) or not need_q
-        if need_q and (lev + 1 >= max_level or (quadrature == "nodes" and sets.base << (lev + 2) > MAX_ORDER)):
-            for b in active:
-                messages[b] = (f"quadrature refinement limit reached ({quadrature}, level {lev + 1}); "
-                               f"error {error[:, b].max():.2g} > tol {tol:g}")
-            break
-        if need_o and a / TOL_RATIO < min_atol:
+        eq = float(np.max(err_q[:, active]))
+        eo = float(np.max(err_o[:, active]))
+        need_q = eq > 0.5 * tol
+        need_o = eo > 0.5 * tol or not need_q
+        # jump by the observed error: O(h^2) per grid level, O(atol) for the ODE
+        dlev = 1 + int(eq > 0.5 * tol * 16 and quadrature == "grid")
+        if need_q and (lev + dlev >= max_level or (quadrature == "nodes" and sets.base << (lev + 2) > MAX_ORDER)):
+            dlev = max_level - 1 - lev if quadrature == "grid" else 0
+            if dlev <= 0:
+                for b in active:
+                    messages[b] = (f"quadrature refinement limit reached ({quadrature}, level {lev + 1}); "
+                                   f"error {error[:, b].max():.2g} > tol {tol:g}")
+                break
+        da = TOL_RATIO ** (1 + int(eo > 0.5 * tol * 10 * TOL_RATIO))
+        if need_o and a / da / TOL_RATIO < min_atol:
             for b in active:
                 messages[b] = f"ODE tolerance limit {min_atol:g} reached; error {error[:, b].max():.2g}"
             break
         if need_q:
-            lev += 1
+            lev += dlev
         if need_o:
-            a /= TOL_RATIO
+            a /= da
     size = sets.base << (lev + 1)
     work.update(quadrature=quadrature, atol=a / TOL_RATIO, method=method,
                 **({"order": size} if quadrature == "nodes" else {"n_grid": size}))
@@ -346,8 +410,8 @@ def _check_common(target, process, t_min, T, tol, d=None):
 
 
 def kl_ode(score, target, process=None, t_min: float = 1e-3, T: float = 8.0, tol: float = 1e-6, *,
-           quadrature: str = "auto", order: int = 16, n_grid: int = 256, max_level: int = 5,
-           method: str = "dopri5", max_steps: int = 200_000, strict: bool = True) -> KLResult:
+           quadrature: str = "auto", order: int = 16, n_grid: int = 256, max_level: int = 6,
+           method: str = "auto", max_steps: int = 200_000, strict: bool = True) -> KLResult:
     """KL between the data and the probability-flow ODE's generated law.
 
     ``value = KL(p_0 || p_gen)``, ``kl_tmin = KL(p_{t_min} || p_gen)`` (see the
@@ -359,13 +423,14 @@ def kl_ode(score, target, process=None, t_min: float = 1e-3, T: float = 8.0, tol
     ``"grid"`` (1D trapezoid, starting at ``n_grid`` panels) or ``"auto"``
     (``grid`` for 1D ReLU random features, whose ``log p_gen`` has kinks,
     ``nodes`` otherwise); refined by doubling at most ``max_level`` times.
-    ``method``: ``"dopri5"`` or ``"bs3"`` (cheaper for piecewise smooth scores).
-    Raises :class:`ConvergenceError` when the tolerance cannot be met
+    ``method``: ``"dopri5"``, ``"bs3"`` or ``"auto"`` (``bs3`` for 1D ReLU random
+    features, whose kinks are integrated exactly and leave a velocity that is
+    only Lipschitz, where high order buys nothing; ``dopri5`` otherwise). Raises :class:`ConvergenceError` when the tolerance cannot be met
     (``strict=False``: returned with ``converged=False``).
     """
     batch = make_batch(score)
     process, t_min, T, tol = _check_common(target, process, t_min, T, tol, batch.dim)
-    v.choice("method", method, ("dopri5", "bs3"))
+    method = _resolve_method(method, batch)
     quadrature = _resolve_quadrature(quadrature, batch, batch.dim)
     base = v.positive_int("order", order) if quadrature == "nodes" else v.positive_int("n_grid", n_grid)
     res = _kl_batch(batch, target, process, t_min, T, tol, quadrature, base,
@@ -374,8 +439,8 @@ def kl_ode(score, target, process=None, t_min: float = 1e-3, T: float = 8.0, tol
 
 
 def kl_ode_path(flow, taus, target, process=None, t_min=None, T=None, tol: float = 1e-4, *,
-                quadrature: str = "auto", order: int = 16, n_grid: int = 256, max_level: int = 5,
-                method: str = "dopri5", max_steps: int = 200_000, strict: bool = True) -> KLResult:
+                quadrature: str = "auto", order: int = 16, n_grid: int = 256, max_level: int = 6,
+                method: str = "auto", max_steps: int = 200_000, strict: bool = True) -> KLResult:
     """:func:`kl_ode` for a random-feature flow at many training times at once.
 
     All (tau, node) pairs form one system; the parameters ``A(tau)`` come from
@@ -384,9 +449,9 @@ def kl_ode_path(flow, taus, target, process=None, t_min=None, T=None, tol: float
     """
     process, t_min, T = _flow_defaults(flow, process, t_min, T)
     process, t_min, T, tol = _check_common(target, process, t_min, T, tol, flow.model.dim)
-    v.choice("method", method, ("dopri5", "bs3"))
     taus = np.atleast_1d(np.asarray(taus, dtype=np.float64))
     batch = RFBatch(flow.model, flow.params(taus))
+    method = _resolve_method(method, batch)
     quadrature = _resolve_quadrature(quadrature, batch, batch.dim)
     base = v.positive_int("order", order) if quadrature == "nodes" else v.positive_int("n_grid", n_grid)
     res = _kl_batch(batch, target, process, t_min, T, tol, quadrature, base,
@@ -408,7 +473,7 @@ def _flow_defaults(flow, process, t_min, T):
 
 
 def log_density_ode(score, x, process=None, t_min: float = 1e-3, T: float = 8.0, *, atol: float = 1e-9,
-                    method: str = "dopri5", max_steps: int = 200_000) -> np.ndarray:
+                    method: str = "auto", max_steps: int = 200_000) -> np.ndarray:
     """``log p_gen(x)`` of the probability-flow ODE at points x (k, d), each to
     about ``atol`` (local error control per point). Raises ConvergenceError on failure."""
     batch = make_batch(score)
@@ -416,7 +481,7 @@ def log_density_ode(score, x, process=None, t_min: float = 1e-3, T: float = 8.0,
     t_min, T = v.window(t_min, T)
     x = v.points("x", x, batch.dim)
     logp, st = ode_log_density(batch, x, process, t_min, T, atol=v.positive("atol", atol),
-                               method=method, max_steps=max_steps)
+                               method=_resolve_method(method, batch), max_steps=max_steps)
     if st.status != 0 or not np.all(np.isfinite(logp)):
         raise ConvergenceError(f"probability-flow ODE failed: {st.message}")
     return logp[0]

@@ -75,7 +75,7 @@ def trajectory(sm_or_flow, taus, target=None, metrics=DEFAULT_METRICS, *, tol: f
         raise ValueError("taus must be >= 0")
     sm, flow = _flow_of(sm_or_flow)
     tol = v.positive("tol", tol)
-    data, attrs, timings = {}, {}, {}
+    data, attrs, cache = {}, {}, {}
 
     def put(name, val, err, conv=None, **extra):
         data[name] = ("tau", np.asarray(val, dtype=np.float64))
@@ -103,10 +103,10 @@ def trajectory(sm_or_flow, taus, target=None, metrics=DEFAULT_METRICS, *, tol: f
             attrs["kl_sde_message"] = r.message
             attrs["kl_sde_work"] = _flat(r.work)
         elif m in ("girsanov", "score_error"):
-            key = "_girsanov"
-            if key not in timings:
-                timings[key] = girsanov_bound_path(flow, taus, target, tol=tol, strict=strict, **(girsanov or {}))
-            r = timings[key]
+            if "girsanov" not in cache:       # one solve serves both metrics
+                cache["girsanov"] = girsanov_bound_path(flow, taus, target, tol=tol, strict=strict,
+                                                        **(girsanov or {}))
+            r = cache["girsanov"]
             if m == "girsanov":
                 put(m, r.value, r.error, r.converged)
                 attrs["girsanov_kl_prior"] = float(r.kl_prior)
@@ -121,7 +121,6 @@ def trajectory(sm_or_flow, taus, target=None, metrics=DEFAULT_METRICS, *, tol: f
             r = girsanov_bound_path(flow, taus, sm.data, tol=tol, strict=strict, **kw)
             put(m, r.score_term, r.score_term_error, r.converged)
         attrs[f"seconds_{m}"] = time.perf_counter() - t0
-    timings.pop("_girsanov", None)
     ds = xr.Dataset(data, coords={"tau": taus}, attrs=attrs)
     return _with_provenance(ds, sm, flow, target, metrics, tol, ode, sde, girsanov, seeds)
 

@@ -109,7 +109,7 @@ def test_error_estimate_is_honest(rf_problem):
         "perturbed": (rf.as_score(lambda z, t: true(z, t) + 0.3 * np.sin(z),
                                   lambda z, t: true.dz(z, t) + 0.3 * np.cos(z[:, 0])), "nodes"),
         "rf_early": (flow.score_at(10.0), "grid"),
-        "rf_late": (flow.score_at(1e5), "grid"),
+        "rf_late": (flow.score_at(1e4), "grid"),
     }
     for name, (s, quadrature) in scores.items():
         tol = 1e-4

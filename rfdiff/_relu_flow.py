@@ -1,0 +1,272 @@
+"""Probability-flow log-density for 1D ReLU random features, kinks integrated exactly (private).
+
+With ReLU features the score is piecewise linear in z, so ``div v = d f -
+(g2/2) ds/dz`` is piecewise *constant*: ``ds/dz = sum_j c_j 1[W_j z + b_j(t) >= 0]``
+with ``c_j = A_j W_j / m``. A Runge-Kutta method integrates such a step
+function only to first order (every kink crossing costs ``O(c_j h)``), which
+makes tight tolerances very expensive. Here only ``X`` is integrated by the
+Runge-Kutta pair (its velocity is continuous); the log-density increment of
+an accepted step ``[t_a, t_b]`` is then computed exactly up to the crossing
+times:
+
+    int_{t_a}^{t_b} div v dt = d log(alpha_b / alpha_a)
+                             - sum_j c_j int_{t: j active} g2(t)/2 dt,
+
+a feature active at both ends contributing ``c_j G_ab`` (``G_ab = int g2/2``,
+trapezoid in t: exact for OU and the linear VP schedule) and one that flips
+contributing the part before or after its crossing time ``t*``. ``t*`` solves
+``W_j X(theta) + b_j(theta) = 0`` with ``X`` the cubic Hermite interpolant of
+the step (in ``u = log t``) and ``b_j`` quadratic through the step's start,
+middle and end (Newton from the linear root). Features are found from the
+kinks ``z_j = -b_j/W_j`` sorted at ``t_a``: those within the trajectory's range
+widened by the largest kink motion of the slowly moving bulk; the few fast
+movers (small ``|W_j|``, far-away kinks) are checked for every trajectory.
+"""
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+from ._batch import KinkOrder, RFBatch
+
+
+@numba.njit(inline="always", cache=True)
+def _hermite(xa, xb, va, vb, h, th):
+    t2 = th * th
+    t3 = t2 * th
+    return ((2 * t3 - 3 * t2 + 1) * xa + (t3 - 2 * t2 + th) * h * va
+            + (-2 * t3 + 3 * t2) * xb + (t3 - t2) * h * vb)
+
+
+@numba.njit(inline="always", cache=True)
+def _hermite_d(xa, xb, va, vb, h, th):
+    t2 = th * th
+    return ((6 * t2 - 6 * th) * xa + (3 * t2 - 4 * th + 1) * h * va
+            + (-6 * t2 + 6 * th) * xb + (3 * t2 - 2 * th) * h * vb)
+
+
+@numba.njit(inline="always", cache=True)
+def _crossing(wj, ba, bm, bb, xa, xb, va, vb, h, pa, pb):
+    """theta in [0, 1] where ``w X(theta) + b(theta) = 0``: the linear root, then
+    one Newton step on the Hermite/quadratic interpolants (error O(h^4) for a
+    smooth crossing; kept in [0, 1])."""
+    th = pa / (pa - pb)
+    bq = ba * (1 - th) * (1 - 2 * th) + 4 * bm * th * (1 - th) + bb * th * (2 * th - 1)
+    dbq = ba * (4 * th - 3) + 4 * bm * (1 - 2 * th) + bb * (4 * th - 1)
+    g = wj * _hermite(xa, xb, va, vb, h, th) + bq
+    dg = wj * _hermite_d(xa, xb, va, vb, h, th) + dbq
+    if dg != 0.0:
+        th_new = th - g / dg
+        if 0.0 <= th_new <= 1.0:
+            th = th_new
+    return th
+
+
+def _kernel_impl(xa, xb, va, vb, h, ua, ta, tb, g2a, g2b, cw, w, ba, bm, bb,
+                 zs, js, ext, fast, out):
+    """``out[b, i] = sum over features flipping in the step of sign * c_j G(t*, t_b)``
+    (the correction to ``s'(X_a) G_ab``)."""
+    B, k = xa.shape
+    nz = zs.shape[0]
+    nf = fast.shape[0]
+    dt = tb - ta
+    for b in numba.prange(B):
+        for i in range(k):
+            x0 = xa[b, i]
+            x1 = xb[b, i]
+            lo = min(x0, x1)
+            hi = max(x0, x1)
+            pad = 0.25 * (hi - lo) + ext
+            # first kink >= lo - pad
+            left, right = 0, nz
+            target = lo - pad
+            while left < right:
+                mid = (left + right) >> 1
+                if zs[mid] < target:
+                    left = mid + 1
+                else:
+                    right = mid
+            acc = 0.0
+            r = left
+            while r < nz and zs[r] <= hi + pad:
+                j = js[r]
+                r += 1
+                acc += _flip(j, b, x0, x1, va[b, i], vb[b, i], h, ua, ta, dt, tb, g2a, g2b, cw, w, ba, bm, bb)
+            for q in range(nf):
+                j = fast[q]
+                acc += _flip(j, b, x0, x1, va[b, i], vb[b, i], h, ua, ta, dt, tb, g2a, g2b, cw, w, ba, bm, bb)
+            out[b, i] = acc
+
+
+@numba.njit(inline="always", cache=True)
+def _flip(j, b, x0, x1, v0, v1, h, ua, ta, dt, tb, g2a, g2b, cw, w, ba, bm, bb):
+    wj = w[j]
+    pa = wj * x0 + ba[j]
+    pb = wj * x1 + bb[j]
+    act_a = pa >= 0.0
+    if act_a == (pb >= 0.0):
+        return 0.0
+    th = _crossing(wj, ba[j], bm[j], bb[j], x0, x1, v0, v1, h, pa, pb)
+    ts = math.exp(ua + th * h)
+    g2s = g2a + (g2b - g2a) * (ts - ta) / dt
+    tail = 0.25 * (tb - ts) * (g2s + g2b)            # int_{t*}^{t_b} g2/2 dt
+    return -cw[b, j] * tail if act_a else cw[b, j] * tail
+
+
+_flip_serial = numba.njit(cache=True, nogil=True)(_kernel_impl)
+_flip_parallel = numba.njit(parallel=True, cache=True, nogil=True)(_kernel_impl)
+
+
+def _merge_impl(xa, xb, va, vb, h, ua, ta, tb, g2a, g2b, cw, w, ba, bm, bb,
+                feat, ord_a, z_a, ord_b, z_b, out):
+    """The same correction when every row of ``xa`` and ``xb`` is ascending (a 1D
+    flow keeps the order of its trajectories): the trajectories where feature j
+    flips are exactly those between its kink's insertion points in ``xa`` and in
+    ``xb``, found by one merge walk per score; no candidate is wasted.
+
+    ``feat``: features with ``W != 0``; ``ord_a``/``z_a``: positions into ``feat``
+    sorted by the kink at t_a, and those kinks (same at t_b).
+    """
+    B, k = xa.shape
+    nf = feat.shape[0]
+    dt = tb - ta
+    for b in numba.prange(B):
+        for i in range(k):
+            out[b, i] = 0.0
+        pos_a = np.empty(nf, dtype=np.int64)
+        pos_b = np.empty(nf, dtype=np.int64)
+        i = 0
+        for r in range(nf):
+            while i < k and xa[b, i] < z_a[r]:
+                i += 1
+            pos_a[ord_a[r]] = i
+        i = 0
+        for r in range(nf):
+            while i < k and xb[b, i] < z_b[r]:
+                i += 1
+            pos_b[ord_b[r]] = i
+        for q in range(nf):
+            lo = pos_a[q]
+            hi = pos_b[q]
+            if lo == hi:
+                continue
+            j = feat[q]
+            wj = w[j]
+            # trajectories [lo, hi) flip: off (sign -1) when they were active at t_a,
+            # i.e. right of the kink for W > 0, left of it for W < 0
+            sgn = -1.0 if (lo < hi) == (wj > 0.0) else 1.0
+            if lo > hi:
+                lo, hi = hi, lo
+            baj = ba[j]
+            bmj = bm[j]
+            bbj = bb[j]
+            c = sgn * cw[b, j]
+            # quadratic bias b(th) = c0 + c1 th + c2 th^2 through (0, ba), (1/2, bm), (1, bb)
+            q1 = 4.0 * bmj - 3.0 * baj - bbj
+            q2 = 2.0 * (baj + bbj) - 4.0 * bmj
+            acc_c = 0.0
+            for ii in range(lo, hi):
+                x0 = xa[b, ii]
+                x1 = xb[b, ii]
+                pa = wj * x0 + baj
+                pb = wj * x1 + bbj
+                th = pa / (pa - pb)
+                # one Newton step on w X_H(th) + b(th) (X_H the cubic Hermite interpolant)
+                hv0 = h * va[b, ii]
+                hv1 = h * vb[b, ii]
+                t2 = th * th
+                t3 = t2 * th
+                xh = (2 * t3 - 3 * t2 + 1) * x0 + (t3 - 2 * t2 + th) * hv0 + (3 * t2 - 2 * t3) * x1 + (t3 - t2) * hv1
+                dxh = (6 * t2 - 6 * th) * (x0 - x1) + (3 * t2 - 4 * th + 1) * hv0 + (3 * t2 - 2 * th) * hv1
+                g = wj * xh + baj + th * (q1 + th * q2)
+                dg = wj * dxh + q1 + 2.0 * th * q2
+                if dg != 0.0:
+                    tn = th - g / dg
+                    if 0.0 <= tn <= 1.0:
+                        th = tn
+                ts = math.exp(ua + th * h)
+                g2s = g2a + (g2b - g2a) * (ts - ta) / dt
+                out[b, ii] += c * 0.25 * (tb - ts) * (g2s + g2b)
+
+
+_merge_serial = numba.njit(cache=True, nogil=True)(_merge_impl)
+_merge_parallel = numba.njit(parallel=True, cache=True, nogil=True)(_merge_impl)
+
+
+def make_aux(batch: RFBatch, process, d: int = 1):
+    """The ``aux`` callback of :func:`rfdiff._ode.integrate` for the (X only)
+    probability-flow system of a 1D ReLU batch: returns the exact log-density
+    increment of each accepted step, shape (B, k)."""
+    model = batch.model
+    w = np.ascontiguousarray(model.W[:, 0])
+    cw = np.ascontiguousarray(batch.A[:, 0, :] * w[None, :] / model.m)
+    nonzero = np.flatnonzero(w != 0)
+    zero = np.flatnonzero(w == 0)
+    orders = KinkOrder()
+
+    def aux(u, h, y, y_new, f_start, f_end):
+        ta, tb = math.exp(u), math.exp(u + h)
+        ba, bm, bb = (np.ascontiguousarray(model.bias(t)) for t in (ta, math.exp(u + 0.5 * h), tb))
+        g2a, g2b = float(process.g2(ta)), float(process.g2(tb))
+        xa = np.ascontiguousarray(y[..., 0])
+        xb = np.ascontiguousarray(y_new[..., 0])
+        va = np.ascontiguousarray(f_start[..., 0])
+        vb = np.ascontiguousarray(f_end[..., 0])
+        corr = np.zeros_like(xa)
+        za = -ba[nonzero] / w[nonzero]
+        zb = -bb[nonzero] / w[nonzero]
+        par = xa.size * 8 >= (1 << 16) and xa.shape[0] > 1
+        ordered = np.all(np.diff(xa, axis=1) >= 0, axis=1) & np.all(np.diff(xb, axis=1) >= 0, axis=1)
+        if np.any(ordered):
+            oa = orders.argsort("a", za).copy()
+            ob = orders.argsort("a", zb)
+            rows = np.flatnonzero(ordered)
+            sub = (slice(None),) if rows.size == len(ordered) else (rows,)
+            c = np.zeros((rows.size, xa.shape[1]))
+            (_merge_parallel if par else _merge_serial)(
+                xa[sub], xb[sub], va[sub], vb[sub], h, u, ta, tb, g2a, g2b, cw[sub], w, ba, bm, bb,
+                nonzero, oa, np.ascontiguousarray(za[oa]), ob, np.ascontiguousarray(zb[ob]), c)
+            corr[rows] = c
+        if not np.all(ordered):
+            rows = np.flatnonzero(~ordered)
+            motion = np.abs(zb - za)
+            ext = float(np.quantile(motion, 0.98)) if motion.size else 0.0
+            slow = motion <= ext
+            order = np.argsort(za[slow], kind="stable")
+            xlo, xhi = float(min(xa.min(), xb.min())), float(max(xa.max(), xb.max()))
+            far = (np.minimum(za, zb) > xhi + ext) | (np.maximum(za, zb) < xlo - ext)
+            fast = np.ascontiguousarray(nonzero[~slow & ~far], dtype=np.int64)
+            c = np.zeros((rows.size, xa.shape[1]))
+            (_flip_parallel if par else _flip_serial)(
+                xa[rows], xb[rows], va[rows], vb[rows], h, u, ta, tb, g2a, g2b, cw[rows], w, ba, bm, bb,
+                np.ascontiguousarray(za[slow][order]), np.ascontiguousarray(nonzero[slow][order]), ext, fast, c)
+            corr[rows] = c
+        for j in zero:                     # W_j = 0: the feature flips for every point at once
+            if (ba[j] >= 0) != (bb[j] >= 0):
+                th = _bias_root(ba[j], bm[j], bb[j])
+                ts = math.exp(u + th * h)
+                g2s = g2a + (g2b - g2a) * (ts - ta) / (tb - ta)
+                tail = 0.25 * (tb - ts) * (g2s + g2b)
+                corr += (-1.0 if ba[j] >= 0 else 1.0) * cw[:, j][:, None] * tail
+        _, sa = batch(y[..., :d], ta, dz=True)            # s'(X_a, t_a) = sum of active c_j
+        G = 0.25 * (tb - ta) * (g2a + g2b)
+        dlog_alpha = float(process.log_alpha(tb) - process.log_alpha(ta))
+        return d * dlog_alpha - (sa * G + corr)
+    return aux
+
+
+def _bias_root(ba, bm, bb):
+    """Root in [0, 1] of the quadratic through (0, ba), (1/2, bm), (1, bb)."""
+    th = ba / (ba - bb)
+    for _ in range(20):
+        g = ba * (1 - th) * (1 - 2 * th) + 4 * bm * th * (1 - th) + bb * th * (2 * th - 1)
+        dg = ba * (4 * th - 3) + 4 * bm * (1 - 2 * th) + bb * (4 * th - 1)
+        if dg == 0:
+            break
+        new = min(max(th - g / dg, 0.0), 1.0)
+        if abs(new - th) < 1e-15:
+            break
+        th = new
+    return th

@@ -1,0 +1,159 @@
+"""Fokker-Planck density of the reverse SDE: analytic references, conservation, positivity."""
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy.integrate import solve_ivp
+
+import rfdiff as rf
+from rfdiff._batch import make_batch
+from rfdiff.fokker_planck import (FPGrid, _be_step, kl_sde, kl_sde_path, sde_density,
+                                  solve_fokker_planck, time_steps)
+from rfdiff.likelihood import ConvergenceError, kl_ode
+
+OU = rf.OU()
+
+
+def kl_gauss(m1, v1, m2, v2):
+    return 0.5 * (v1 / v2 + (m1 - m2) ** 2 / v2 - 1.0 + np.log(v2 / v1))
+
+
+def sde_generated_gaussian(mu, s2, t_min, T):
+    """p_0 = N(mu, s2), exact score s = -(x - a mu)/v under OU; the reverse SDE
+    from N(0, 1) at T keeps q Gaussian with mean m and variance P solving
+    dm/dt = -m + 2 (m - a mu)/v, dP/dt = -2 (1 - 2/v) P - 2 (t decreasing)."""
+    v = lambda t: 1.0 + np.exp(-2 * t) * (s2 - 1.0)  # noqa: E731
+
+    def rhs(t, y):
+        m, P = y
+        return [-m + 2 * (m - np.exp(-t) * mu) / v(t), -2 * (1 - 2 / v(t)) * P - 2]
+    sol = solve_ivp(rhs, (T, t_min), [0.0, 1.0], method="DOP853", rtol=1e-13, atol=1e-15)
+    return sol.y[0, -1], sol.y[1, -1]
+
+
+def mixture_score(weights, means, variances):
+    w, m, v0 = (np.asarray(a, dtype=float) for a in (weights, means, variances))
+
+    def s(z, t):
+        z = np.asarray(z, float).reshape(-1, 1)
+        t = np.asarray(t, float).reshape(-1, 1)
+        a = np.exp(-t)
+        var = a * a * v0 - np.expm1(-2 * t)
+        lg = np.log(w) - 0.5 * (z - a * m) ** 2 / var - 0.5 * np.log(var)
+        r = np.exp(lg - lg.max(1, keepdims=True))
+        r /= r.sum(1, keepdims=True)
+        return (r * (-(z - a * m) / var)).sum(1)[:, None]
+    return rf.as_score(s)
+
+
+def test_gaussian_exact_score_matches_analytic():
+    mu, s2, t_min, T = 2.5, 0.2, 1e-3, 0.5
+    target = rf.GaussianMixture([1.0], [[mu]], [s2])
+    mg, vg = sde_generated_gaussian(mu, s2, t_min, T)
+    a = np.exp(-t_min)
+    ref0 = kl_gauss(mu, s2, mg, vg)
+    reft = kl_gauss(a * mu, a * a * s2 + 1 - a * a, mg, vg)
+    assert ref0 > 0.1                       # far from zero: p_T is far from pi
+    r = kl_sde(target.score_fn(OU), target, OU, t_min, T, tol=1e-7)
+    assert r.converged and r.kind == "sde"
+    assert r.value == pytest.approx(ref0, abs=1e-6)
+    assert r.kl_tmin == pytest.approx(reft, abs=1e-6)
+    assert abs(r.value - ref0) <= r.error
+    assert r.mass_loss < 1e-10
+
+
+def test_two_modes_data_processing_and_mass():
+    """Exact score: the ODE keeps KL(p_T || pi); the SDE contracts it (data processing)."""
+    target, t_min, T = rf.two_modes(2.0, q1=0.3), 1e-3, 1.0
+    s = mixture_score([0.3, 0.7], [-2.0, 2.0], [1.0, 1.0])
+    ode = kl_ode(target.score_fn(OU), target, OU, t_min, T, tol=1e-7)
+    sde = kl_sde(s, target, OU, t_min, T, tol=1e-6)
+    assert sde.converged and sde.mass_loss < 1e-10
+    assert sde.kl_tmin + sde.kl_tmin_error <= ode.kl_tmin
+    assert sde.kl_tmin > 0
+
+
+def test_zero_score_wide_density_on_stretched_grid():
+    """s = 0: the reverse SDE spreads to N(0, 2 e^{2(T - t_min)} - 1), far wider than
+    the target; the solver must widen its grid (and say so) and still be exact."""
+    target, t_min, T = rf.two_modes(3.0), 1e-3, 8.0
+    zero = rf.as_score(lambda z, t: np.zeros_like(z))
+    P = 2 * np.exp(2 * (T - t_min)) - 1
+    x, w = target.expectation_nodes(0.0, OU, order=64)
+    ref = float((target.log_pt(x, 0.0, OU) + 0.5 * x[:, 0] ** 2 / P + 0.5 * np.log(2 * np.pi * P)) @ w)
+    r = kl_sde(zero, target, OU, t_min, T, tol=1e-4)
+    assert r.work["stretch"][0] > 1
+    assert r.value == pytest.approx(ref, abs=1e-4)
+
+
+def test_rf_path_equals_single_and_ode_sde_both_converge():
+    target = rf.two_modes(2.0)
+    x = target.sample(200, seed=0)
+    sm = rf.ScoreMatching(rf.RandomFeatureScore(m=48, seed=2), x, t_min=1e-2, T=4.0, n_time=16)
+    flow = sm.flow()
+    taus = np.array([1.0, 1e2, 1e5])
+    path = kl_sde_path(flow, taus, target, tol=1e-4)
+    assert np.all(path.converged) and np.all(path.mass_loss < 1e-10)
+    one = kl_sde(flow.score_at(1e2), target, OU, 1e-2, 4.0, tol=1e-4)
+    assert one.value == pytest.approx(path.value[1], abs=one.error + path.error[1])
+    ode = kl_ode(flow.score_at(1e2), target, OU, 1e-2, 4.0, tol=1e-4)
+    assert ode.converged and np.isfinite(ode.value) and np.isfinite(one.value)
+
+
+def test_error_estimate_is_honest():
+    target, t_min, T = rf.two_modes(2.0, q1=0.3), 1e-2, 2.0
+    true = mixture_score([0.3, 0.7], [-2.0, 2.0], [1.0, 1.0])
+    scores = [true, rf.as_score(lambda z, t: true(z, t) + 0.3 * np.tanh(z)),
+              rf.as_score(lambda z, t: 0.5 * true(z, t))]
+    for s in scores:
+        r = kl_sde(s, target, OU, t_min, T, tol=1e-5)
+        fine = kl_sde(s, target, OU, t_min, T, tol=1e-5 / 4)
+        assert abs(r.value - fine.value) <= r.error
+        assert abs(r.kl_tmin - fine.kl_tmin) <= r.kl_tmin_error
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 10_000), st.floats(0.01, 2.0), st.floats(0.0, 50.0))
+def test_step_is_positive_and_conservative(seed, dr, scale):
+    """Any drift, any step: backward Euler with Scharfetter-Gummel fluxes keeps
+    q >= 0 and its mass (an M-matrix whose columns sum to the cell widths)."""
+    rng = np.random.default_rng(seed)
+    grid = FPGrid(-5.0, 5.0, 64, stretch=1.0 + 20 * rng.random())
+    q = rng.random((2, grid.N)) ** 4
+    q /= (q @ grid.widths)[:, None]
+    s = scale * rng.standard_normal((2, grid.N - 1))
+    _be_step(q, s, grid, -1.0, 2.0, dr)
+    assert np.all(q >= 0)
+    np.testing.assert_allclose(q @ grid.widths, 1.0, atol=1e-13)
+
+
+def test_mass_conserved_over_a_whole_solve():
+    s = mixture_score([0.5, 0.5], [-3.0, 3.0], [0.01, 0.01])
+    q, ml = solve_fokker_planck(make_batch(s), OU, 1e-3, 8.0, FPGrid(-10, 10, 2000), 400)
+    assert ml[0] < 1e-10 and np.all(q >= 0)
+
+
+def test_time_steps_are_log_spaced_near_t_min():
+    t = time_steps(OU, 1e-3, 8.0, 100)
+    assert t[0] == 8.0 and t[-1] == 1e-3 and np.all(np.diff(t) < 0)
+    assert np.max(-np.diff(t)) <= 0.5 * 9.0 / 100 * 8        # at most t_c dzeta apart
+    r = t[-2] / t[-1]
+    assert r == pytest.approx(t[-3] / t[-2], rel=1e-2)        # geometric near t_min
+
+
+def test_sde_density_integrates_to_one():
+    s = mixture_score([0.3, 0.7], [-2.0, 2.0], [1.0, 1.0])
+    x = np.linspace(-10, 10, 801)
+    p = sde_density(s, x, OU, 1e-2, 2.0, tol=1e-4)
+    assert np.trapezoid(p, x) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_not_converged_is_reported():
+    target = rf.two_modes(2.0)
+    s = mixture_score([0.5, 0.5], [-2.0, 2.0], [1.0, 1.0])
+    with pytest.raises(ConvergenceError):
+        kl_sde(s, target, OU, 1e-3, 1.0, tol=1e-12, max_levels=3)
+    r = kl_sde(s, target, OU, 1e-3, 1.0, tol=1e-12, max_levels=3, strict=False)
+    assert not r.converged and np.isfinite(r.value) and "limit" in r.message
+    with pytest.raises(ValueError, match="1D"):
+        kl_sde(rf.as_score(lambda z, t: -z, dim=2), rf.GaussianMixture([1.0], [[0.0, 0.0]], [1.0]), OU)
