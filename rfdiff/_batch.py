@@ -256,10 +256,24 @@ def _relu_kernel_impl(kp, jp, kn, jn, A, w, bias, z, const, inv_m, s, div):
             div[b, i] = s1 * inv_m
 
 
-_relu_serial = numba.njit(cache=True, nogil=True)(_relu_kernel_impl)
-_relu_parallel = numba.njit(parallel=True, cache=True, nogil=True)(_relu_kernel_impl)
+def twins(impl):
+    """Serial and parallel numba versions of ``impl``. Each gets its own name, so
+    that numba's on-disk cache (keyed by qualified name and line) keeps them
+    apart: otherwise one can load the other's machine code (a parallel kernel
+    where a serial one was asked for, with its thread start-up per call)."""
+    import types
+    out = []
+    for suffix, parallel in (("serial", False), ("parallel", True)):
+        f = types.FunctionType(impl.__code__, impl.__globals__, f"{impl.__name__}_{suffix}",
+                               impl.__defaults__, impl.__closure__)
+        f.__qualname__ = f"{impl.__qualname__}_{suffix}"
+        out.append(numba.njit(parallel=parallel, cache=True, nogil=True)(f))
+    return out
+
+
+_relu_serial, _relu_parallel = twins(_relu_kernel_impl)
 #: below this much work (scores x (features + points)) the kernel runs serially
-PARALLEL_MIN_WORK = 1 << 18
+PARALLEL_MIN_WORK = 1 << 20
 
 
 def _relu_kernel(kp, jp, kn, jn, A, w, bias, z, const, inv_m, s, div):

@@ -29,7 +29,7 @@ import math
 import numba
 import numpy as np
 
-from ._batch import KinkOrder, RFBatch
+from ._batch import KinkOrder, RFBatch, twins
 
 
 @numba.njit(inline="always", cache=True)
@@ -115,8 +115,7 @@ def _flip(j, b, x0, x1, v0, v1, h, ua, ta, dt, tb, g2a, g2b, cw, w, ba, bm, bb):
     return -cw[b, j] * tail if act_a else cw[b, j] * tail
 
 
-_flip_serial = numba.njit(cache=True, nogil=True)(_kernel_impl)
-_flip_parallel = numba.njit(parallel=True, cache=True, nogil=True)(_kernel_impl)
+_flip_serial, _flip_parallel = twins(_kernel_impl)
 
 
 def _merge_impl(xa, xb, va, vb, h, ua, ta, tb, g2a, g2b, cw, w, ba, bm, bb,
@@ -191,8 +190,7 @@ def _merge_impl(xa, xb, va, vb, h, ua, ta, tb, g2a, g2b, cw, w, ba, bm, bb,
                 out[b, ii] += c * 0.25 * (tb - ts) * (g2s + g2b)
 
 
-_merge_serial = numba.njit(cache=True, nogil=True)(_merge_impl)
-_merge_parallel = numba.njit(parallel=True, cache=True, nogil=True)(_merge_impl)
+_merge_serial, _merge_parallel = twins(_merge_impl)
 
 
 def make_aux(batch: RFBatch, process, d: int = 1):
@@ -217,7 +215,7 @@ def make_aux(batch: RFBatch, process, d: int = 1):
         corr = np.zeros_like(xa)
         za = -ba[nonzero] / w[nonzero]
         zb = -bb[nonzero] / w[nonzero]
-        par = xa.size * 8 >= (1 << 16) and xa.shape[0] > 1
+        par = xa.size >= (1 << 15) and xa.shape[0] > 1
         ordered = np.all(np.diff(xa, axis=1) >= 0, axis=1) & np.all(np.diff(xb, axis=1) >= 0, axis=1)
         if np.any(ordered):
             oa = orders.argsort("a", za).copy()

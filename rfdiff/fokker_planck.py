@@ -37,7 +37,7 @@ from scipy.interpolate import CubicSpline
 from scipy.special import lambertw, ndtr
 
 from . import _validate as v
-from ._batch import RFBatch, ScoreBatch, make_batch
+from ._batch import RFBatch, ScoreBatch, make_batch, twins
 from ._results import ConvergenceError, KLResult, finish
 from .likelihood import _NodeSets, _check_common, _flow_defaults, _process, _subset
 
@@ -49,9 +49,12 @@ def _bernoulli(z):
     """``B(z) = z / (exp(z) - 1)``, stable for all z (B(0) = 1)."""
     if abs(z) < 1e-6:
         return 1.0 - 0.5 * z + z * z / 12.0
-    if z > 0.0:
+    if z > 1.0:                     # z e^-z / (1 - e^-z): one transcendental each way
         e = math.exp(-z)
-        return z * e / (-math.expm1(-z))
+        return z * e / (1.0 - e)
+    if z > 0.0:
+        em = math.expm1(-z)
+        return -z * (1.0 + em) / em
     return z / math.expm1(z)
 
 
@@ -92,10 +95,9 @@ def _be_step_impl(q, s, faces, dist, width, f, g2, dr):
             rhs[i] = (rhs[i] - upper[i] * rhs[i + 1]) / diag[i]
 
 
-_be_step_serial = numba.njit(cache=True, nogil=True)(_be_step_impl)
-_be_step_parallel = numba.njit(parallel=True, cache=True, nogil=True)(_be_step_impl)
+_be_step_serial, _be_step_parallel = twins(_be_step_impl)
 #: below this many cell updates a step runs serially (thread start-up costs more)
-PARALLEL_MIN_WORK = 1 << 18
+PARALLEL_MIN_WORK = 1 << 20
 
 
 def _be_step(q, s, grid, f, g2, dr):

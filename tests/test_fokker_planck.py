@@ -157,3 +157,12 @@ def test_not_converged_is_reported():
     assert not r.converged and np.isfinite(r.value) and "limit" in r.message
     with pytest.raises(ValueError, match="1D"):
         kl_sde(rf.as_score(lambda z, t: -z, dim=2), rf.GaussianMixture([1.0], [[0.0, 0.0]], [1.0]), OU)
+
+
+def test_bernoulli_function_is_accurate_everywhere():
+    import mpmath as mp
+
+    from rfdiff.fokker_planck import _bernoulli
+    for z in np.concatenate([-np.logspace(-9, 3, 60), [0.0], np.logspace(-9, 3, 60)]):
+        ref = float(mp.mpf(z) / mp.expm1(mp.mpf(z))) if z != 0 else 1.0
+        assert _bernoulli(z) == pytest.approx(ref, rel=1e-14, abs=1e-300)
