@@ -341,14 +341,15 @@ def run_figures(args) -> int:
     return 0
 
 
-def write_snippet(preset, out, path, *, cache=None, wall_seconds=None, runs=None) -> Path:
-    """A markdown snippet for the README: the figure list (images relative to the
-    snippet) and the exponent table of ``scaling`` and ``memorization-time``."""
+def write_snippet(preset, out, path, *, cache=None, wall_seconds=None, runs=None, image_dir=None) -> Path:
+    """A markdown snippet for the README: the figure list and the exponent table of
+    ``scaling`` and ``memorization-time``. Images are linked as
+    ``<image_dir>/<stem>.png`` (default: ``out`` as given, i.e. relative to the
+    directory the command runs in, the repository root for the README)."""
     import numpy as np
 
     path = Path(path)
-    out = Path(out)
-    rel = os.path.relpath(out, path.parent)
+    rel = Path(image_dir if image_dir is not None else out).as_posix()
     lines = [f"### Figures (`rfdiff figures --{preset}`)", ""]
     if wall_seconds is not None:
         import platform

@@ -190,18 +190,21 @@ def test_memorization_time_data(runs):
 
 # --------------------------------------------------------------------------- helpers and entry points
 
-def test_grid_kl_matches_library():
-    """The figures' trapezoid KL agrees with rfdiff.likelihood.kl_ode_path (grid quadrature)."""
-    from analysis.experiments._common import flow_grid_kl, rf_flow
-    from rfdiff import two_modes
-    from rfdiff.likelihood import kl_ode_path
+def test_density_on_grid_matches_log_density_ode():
+    """The batched plot densities agree with rfdiff.log_density_ode, one score at a time."""
+    from analysis.experiments._common import density_on_grid, rf_flow
+    from rfdiff import log_density_ode, two_modes
+    from rfdiff._batch import RFBatch
 
     target = two_modes(3.0)
     flow, _, _ = rf_flow(target, 100, 64, n_time=16)
-    taus = np.array([1e3, 1e7])
-    mine = flow_grid_kl(flow, taus, target, h=0.02, atol=1e-5)
-    lib = kl_ode_path(flow, taus, target, tol=1e-2, quadrature="grid", strict=False)
-    assert np.all(np.abs(mine["value"] - lib.value) <= mine["error"] + lib.error + 2e-3)
+    taus = np.array([1e4, 1e8])
+    z = np.linspace(-8, 8, 801)
+    dens = density_on_grid(RFBatch(flow.model, flow.params(taus)), z, atol=1e-6)
+    for b, tau in enumerate(taus):
+        ref = np.exp(log_density_ode(flow.score_at(float(tau)), z[::100, None], atol=1e-9))
+        np.testing.assert_allclose(dens[b, ::100], ref, rtol=1e-2, atol=1e-8)
+    assert dens[1].sum() * (z[1] - z[0]) == pytest.approx(1.0, abs=0.02)
 
 
 def test_early_stopping_parabola():

@@ -2,10 +2,10 @@
 
 - :func:`rf_flow`: a random-feature score-matching problem on ``n`` samples of a
   target and its closed-form gradient flow (the O(m^3) set-up, done once);
-- :func:`grid_kl`: ``KL(p_0 || p_gen)`` of the probability-flow ODE for many
-  scores at once (a random-feature flow at many taus), by a composite
-  trapezoid rule on a fine uniform grid (see its docstring for why not
-  Gauss-Hermite);
+- :func:`flow_kl`: ``KL(p_0 || p_gen)`` of the probability-flow ODE of a
+  random-feature flow at many taus (:func:`rfdiff.likelihood.kl_ode_path`);
+  :func:`kl_smooth` the same for a smooth score (a Swish net);
+  :func:`density_on_grid`: ``p_gen`` on a grid, for plots and modes;
 - :func:`early_stopping`: the minimiser ``tau*`` of a KL curve on a log grid,
   refined by a quadratic fit in ``log tau``;
 - :func:`first_crossing`: the first tau where a curve falls below a level,
@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from rfdiff import OU, RandomFeatureScore, ScoreMatching
-from rfdiff._batch import RFBatch, make_batch
+from rfdiff._batch import make_batch
 from rfdiff.likelihood import ode_log_density
 
 
@@ -32,78 +32,21 @@ def rf_flow(target, n: int, m: int, *, seed: int = 0, data_seed: int = 0, n_time
     return problem.flow(), problem, x
 
 
-def kl_window(target, pad: float = 8.0):
-    """An interval holding all but ~e^{-32} of a 1D mixture's mass (``pad`` sds)."""
-    means = np.asarray(target.means)[:, 0]
-    sd = np.sqrt(np.asarray(target.covs)[:, 0, 0]).max()
-    return float(means.min() - pad * sd), float(means.max() + pad * sd)
+def flow_kl(flow, taus, target, *, tol: float = 5e-3) -> dict:
+    """``KL(p_0 || p_gen)`` of the probability-flow ODE of a random-feature flow at
+    many training times: :func:`rfdiff.likelihood.kl_ode_path` (1D ReLU features:
+    exact kink crossings, trapezoid quadrature refined until the error estimate
+    is below ``tol``), not strict: an unconverged tau keeps its value, its
+    (larger) error estimate and ``converged = False``. Returns (k,) arrays
+    ``value``, ``error``, ``kl_tmin``, ``kl_tmin_error``, ``converged`` and the
+    solver's ``message``."""
+    from rfdiff.likelihood import kl_ode_path
 
-
-def grid_kl(score_batch, target, *, h: float = 0.02, atol: float = 1e-4, window=None,
-            t_min: float = 1e-3, T: float = 8.0, process=None) -> dict:
-    """``KL(p_0 || p_gen)`` and ``KL(p_{t_min} || p_gen)`` of the probability-flow ODE
-    for every score of a batch, with an error estimate.
-
-    ``log p_gen`` is exact up to the ODE tolerance
-    (:func:`rfdiff.likelihood.ode_log_density`); the expectation is a composite
-    trapezoid rule with step ``h`` on ``window`` (default: the target's means
-    +- 8 sd). Why not the Gauss-Hermite nodes of :func:`rfdiff.likelihood.kl_ode`:
-    with ReLU features ``log p_gen`` has kinks (the score is piecewise linear in
-    z), on which Gauss-Hermite converges slowly (errors ~3e-2 at order 256 late
-    in training), while the trapezoid rule's error is O(h^2) across a kink.
-
-    Error: ``|KL_h - KL_2h| + |KL(atol/10) - KL(atol)|`` (the 2h rule uses every
-    other node, so two ODE solves give both differences); the value is
-    ``KL_h`` at ``atol/10``. Returns a dict of (B,) arrays: ``value``, ``error``,
-    ``kl_tmin``, ``kl_tmin_error``, ``mass`` (of p_gen on the window), plus
-    ``nfev``, the nodes ``z`` and ``log_pgen`` (B, len(z)) there.
-    """
-    process = OU() if process is None else process
-    if not hasattr(score_batch, "n"):
-        score_batch = make_batch(score_batch)
-    lo, hi = kl_window(target) if window is None else window
-    k = int(np.ceil((hi - lo) / (2 * h))) * 2          # even number of panels
-    z = np.linspace(lo, hi, k + 1)[:, None]
-    hh = (hi - lo) / k
-    w1 = np.full(k + 1, hh)
-    w1[[0, -1]] = hh / 2
-    w2 = np.zeros(k + 1)
-    w2[::2] = 2 * hh
-    w2[[0, -1]] = hh
-    out = {}
-    lp = {}
-    nfev = 0
-    ref0 = np.asarray(target.log_pt(z, 0.0, process))
-    reft = np.asarray(target.log_pt(z, t_min, process))
-    p0 = np.exp(ref0)
-    for a in (atol, atol / 10):
-        lg, st = ode_log_density(score_batch, z, process, t_min, T, atol=a, weights=w1 * p0)
-        if st.status != 0:
-            raise RuntimeError(f"probability-flow ODE failed: {st.message}")
-        lp[a] = lg
-        nfev += st.nfev
-    fine = lp[atol / 10]
-    for name, err_name, ref in (("value", "error", ref0), ("kl_tmin", "kl_tmin_error", reft)):
-        p = np.exp(ref)
-        d_fine = (ref[None] - fine) * p[None]
-        q1 = d_fine @ w1
-        q2 = d_fine @ w2
-        qc = ((ref[None] - lp[atol]) * p[None]) @ w1
-        err = np.abs(q1 - q2) + np.abs(q1 - qc)
-        out[name], out[err_name] = q1, err
-    with np.errstate(over="ignore"):
-        out["mass"] = np.exp(fine) @ w1
-    out["nfev"] = nfev
-    out["n_nodes"] = k + 1
-    out["z"] = z[:, 0]
-    out["log_pgen"] = fine
-    return out
-
-
-def flow_grid_kl(flow, taus, target, **kw) -> dict:
-    """:func:`grid_kl` of a random-feature flow at many training times."""
     taus = np.atleast_1d(np.asarray(taus, dtype=float))
-    return grid_kl(RFBatch(flow.model, flow.params(taus)), target, **kw)
+    r = kl_ode_path(flow, taus, target, tol=tol, strict=False)
+    return {"value": np.asarray(r.value, float), "error": np.asarray(r.error, float),
+            "kl_tmin": np.asarray(r.kl_tmin, float), "kl_tmin_error": np.asarray(r.kl_tmin_error, float),
+            "converged": np.asarray(r.converged, bool), "message": r.message}
 
 
 def early_stopping(taus, kl, kl_err=None) -> dict:

@@ -53,9 +53,9 @@ PRESETS = {
     "tiny": dict(_BASE, n_values=[8, 32, 128], m=256, seeds=[0, 1], n_boot=500, per_decade=4,
                  mem_n=[8], mem_m=128, mem_n_time=16, mem_samples=128, mem_per_decade=0.5),
     "quick": dict(_BASE, n_values=[8, 16, 32, 64, 128, 256], m=512, seeds=[0, 1, 2],
-                  mem_n=[8, 32], mem_m=512, mem_n_time=32, mem_samples=256, mem_per_decade=0.5),
+                  mem_n=[8, 32], mem_m=512, mem_n_time=128, mem_samples=256, mem_per_decade=0.5),
     "full": dict(_BASE, n_values=[8, 16, 32, 64, 128, 256, 512], m=4096, seeds=[0, 1, 2, 3, 4],
-                 mem_n=[8, 32, 128], mem_m=2048, mem_n_time=128, mem_samples=2048, mem_per_decade=2),
+                 mem_n=[8, 32, 128], mem_m=2048, mem_n_time=256, mem_samples=2048, mem_per_decade=2),
 }
 
 

@@ -41,7 +41,7 @@ NAME = "modes-shift"
 TITLE = "Modes shift: two modes at distance 2 mu"
 
 _BASE = dict(q1=0.5, n=1000, seed=0, data_seed=0, t_min=1e-3, T=8.0, weighting="sigma2",
-             tau_lo=0.0, tau_hi=14.0, per_decade=2, kl_h=0.02, kl_atol=1e-4,
+             tau_lo=0.0, tau_hi=14.0, per_decade=2, kl_tol=5e-3,
              mode_threshold=0.1, mode_smoothing=0.5, collapse_mass=0.25, plot_h=0.05, ranges={"3": 10.0, "15": 30.0},
              density_atol=1e-4)
 _NET = dict(width=128, batch_size=100, weighting="sigma", optimizers={"adam": 1e-3, "sgd": 0.5},
@@ -49,12 +49,12 @@ _NET = dict(width=128, batch_size=100, weighting="sigma", optimizers={"adam": 1e
 
 PRESETS = {
     "tiny": dict(_BASE, mus=[3.0, 15.0], main_mus=[3.0, 15.0], m=128, n=200, n_time=16, per_decade=1,
-                 tau_hi=12.0, kl_h=0.02, plot_h=0.2,
+                 tau_hi=12.0, kl_tol=2e-2,
                  net=dict(_NET, epochs=3, n_checkpoints=3, width=32, optimizers={"adam": 1e-3})),
-    "quick": dict(_BASE, mus=[1.5, 3.0, 6.0, 10.0, 15.0], main_mus=[3.0, 15.0], m=512, n_time=32,
+    "quick": dict(_BASE, mus=[1.5, 3.0, 6.0, 10.0, 15.0], main_mus=[3.0, 15.0], m=512, n_time=128,
                   net=dict(_NET, epochs=50, n_checkpoints=5)),
     "full": dict(_BASE, mus=[1.5, 3.0, 4.5, 6.0, 7.5, 9.0, 12.0, 15.0], main_mus=[3.0, 15.0], m=2048,
-                 n_time=128, per_decade=4, kl_h=0.01,
+                 n_time=256, per_decade=4, kl_tol=1e-3,
                  net=dict(_NET, epochs=2000, n_checkpoints=20)),
 }
 
@@ -97,12 +97,14 @@ def _plot_grid(mu, p):
     return np.arange(-r, r + p["plot_h"] / 2, p["plot_h"])
 
 
+def _early_index(kl, best: int) -> int:
+    """The first index where log KL is half-way from its start to its minimum ``kl[best]``."""
+    level = np.exp(0.5 * (np.log(kl[0]) + np.log(kl[best])))
+    return int(np.flatnonzero(kl[:best + 1] <= level)[0])
+
+
 def _early(taus, kl, es):
-    """The first grid tau where log KL is half-way from its start to its minimum."""
-    i = es["index"]
-    level = np.exp(0.5 * (np.log(kl[0]) + np.log(kl[i])))
-    j = int(np.flatnonzero(kl[:i + 1] <= level)[0])
-    return float(taus[j])
+    return float(taus[_early_index(kl, es["index"])])
 
 
 def _rf_mu(mu, p):
@@ -111,15 +113,16 @@ def _rf_mu(mu, p):
     flow, problem, _ = c.rf_flow(target, p["n"], p["m"], seed=p["seed"], data_seed=p["data_seed"],
                                  n_time=p["n_time"], t_min=p["t_min"], T=p["T"], weighting=p["weighting"])
     taus = c.tau_grid(p["tau_lo"], p["tau_hi"], p["per_decade"])
-    kl = c.flow_grid_kl(flow, taus, target, h=p["kl_h"], atol=p["kl_atol"], t_min=p["t_min"], T=p["T"])
+    kl = c.flow_kl(flow, taus, target, tol=p["kl_tol"])
     es = c.early_stopping(taus, kl["value"], kl["error"])
-    # modes along the whole trajectory: p_gen on the KL grid (means +- 8 sd)
-    z = kl["z"]
-    with np.errstate(under="ignore"):
-        dens = np.exp(kl["log_pgen"])
+    # modes along the whole trajectory: p_gen on a grid over the means +- 8 sd
+    z = np.arange(-(mu + 8.0), mu + 8.0 + p["plot_h"] / 2, p["plot_h"])
+    dens = c.density_on_grid(RFBatch(flow.model, flow.params(taus)), z, atol=p["density_atol"],
+                             t_min=p["t_min"], T=p["T"])
     st = [mode_stats(z, d, p["mode_threshold"], p["mode_smoothing"]) for d in dens]
+    mass = dens.sum(axis=1) * (z[1] - z[0])
     snaps = np.array([_early(taus, kl["value"], es), es["tau_grid"], taus[-1]])
-    return dict(kl=kl["value"], kl_error=kl["error"], taus=taus, problem=problem, mass=kl["mass"], tau_star=es["tau_star"],
+    return dict(kl=kl["value"], kl_error=kl["error"], taus=taus, problem=problem, mass=mass, tau_star=es["tau_star"],
                 tau_best=es["tau_grid"], kl_star=es["kl_grid"], kl_star_error=es["kl_grid_error"],
                 interior=es["interior"], mode_pos=np.array([s[0] for s in st]),
                 n_modes=np.array([s[1] for s in st]), mass_left=np.array([s[2] for s in st]),
@@ -127,7 +130,8 @@ def _rf_mu(mu, p):
 
 
 def _net_mu(mu, p, x_seed):
-    """Swish nets on one mu: KL per checkpoint, modes, densities at the snapshots."""
+    """Swish nets on one mu: KL per checkpoint; densities and modes at the early, best
+    and last checkpoints (chosen as for the flow)."""
     q = p["net"]
     target = two_modes(mu, p["q1"])
     x = target.sample(p["n"], seed=x_seed)
@@ -138,7 +142,8 @@ def _net_mu(mu, p, x_seed):
     for opt, lr in q["optimizers"].items():
         kl = np.full(ck.size, np.nan)
         err = np.full(ck.size, np.nan)
-        dens = np.full((ck.size, zp.size), np.nan)
+        dens = np.full((3, zp.size), np.nan)
+        snap = np.zeros(3, dtype=np.int64)
         note = "ok"
         try:
             h = c.train_swish(x, optimizer=opt, lr=lr, seed=q["seed"], width=q["width"], epochs=epochs,
@@ -147,14 +152,17 @@ def _net_mu(mu, p, x_seed):
             scores = [h.score_at(int(s)) for s in h.steps]
             for k, sc in enumerate(scores):
                 kl[k], err[k], _ = c.kl_smooth(sc, target, tol=q["kl_tol"], t_min=p["t_min"], T=p["T"])
-            dens = c.density_on_grid(scores, zp, atol=p["density_atol"], t_min=p["t_min"], T=p["T"])
+            best = int(np.argmin(kl))
+            snap[:] = [_early_index(kl, best), best, ck.size - 1]
+            dens = c.density_on_grid([scores[k] for k in snap], zp, atol=p["density_atol"],
+                                     t_min=p["t_min"], T=p["T"])
         except (FloatingPointError, RuntimeError) as exc:    # SGD at lr 0.5 may diverge for large mu
             note = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
         st = [mode_stats(zp, d, p["mode_threshold"], p["mode_smoothing"]) if np.all(np.isfinite(d)) else
               (np.full(MAX_MODES, np.nan), -1, np.nan) for d in dens]
         res[opt] = dict(kl=kl, kl_error=err, dens=dens, mode_pos=np.array([s[0] for s in st]),
                         n_modes=np.array([s[1] for s in st]), mass_left=np.array([s[2] for s in st]),
-                        note=note)
+                        snapshot_epoch=ck[snap], note=note)
     return ck, zp, res
 
 
@@ -183,14 +191,14 @@ def _net_verdict(ck, nets, p):
             out[f"{opt}_note"] = f"mu=3: {r3['note']}; mu=15: {r15['note']}"
             continue
         b3, b15 = int(np.nanargmin(r3["kl"])), int(np.nanargmin(r15["kl"]))
-        lighter = min(r15["mass_left"][-1], 1 - r15["mass_left"][-1])
+        lighter = min(r15["mass_left"][2], 1 - r15["mass_left"][2])
         out[f"{opt}_best_epoch_mu3"] = int(ck[b3])
         out[f"{opt}_best_epoch_mu15"] = int(ck[b15])
         out[f"{opt}_best_earlier"] = bool(ck[b15] < ck[b3])
         out[f"{opt}_degrades_mu15"] = bool(r15["kl"][-1] - r15["kl"][b15] > r15["kl_error"][-1] + r15["kl_error"][b15])
-        out[f"{opt}_late_n_modes_mu15"] = int(r15["n_modes"][-1])
+        out[f"{opt}_late_n_modes_mu15"] = int(r15["n_modes"][2])
         out[f"{opt}_late_lighter_mass_mu15"] = float(lighter)
-        out[f"{opt}_collapse_mu15"] = bool(r15["n_modes"][-1] < 2 or lighter < p["collapse_mass"])
+        out[f"{opt}_collapse_mu15"] = bool(r15["n_modes"][2] < 2 or lighter < p["collapse_mass"])
         out[f"{opt}_paper_observation_holds"] = bool(out[f"{opt}_best_earlier"] and out[f"{opt}_degrades_mu15"]
                                                      and out[f"{opt}_collapse_mu15"])
     return out
@@ -226,7 +234,7 @@ def compute(p: dict):
     opts = list(p["net"]["optimizers"])
     net_kl = np.array([[nets[a][2][o]["kl"] for o in opts] for a in range(len(main))])
     net_kl_err = np.array([[nets[a][2][o]["kl_error"] for o in opts] for a in range(len(main))])
-    net_dens = np.full((len(main), len(opts), ck.size, zmax), np.nan)
+    net_dens = np.full((len(main), len(opts), 3, zmax), np.nan)
     for a in range(len(main)):
         for b, o in enumerate(opts):
             d = nets[a][2][o]["dens"]
@@ -234,6 +242,7 @@ def compute(p: dict):
     net_modes = np.array([[nets[a][2][o]["mode_pos"] for o in opts] for a in range(len(main))])
     net_mass = np.array([[nets[a][2][o]["mass_left"] for o in opts] for a in range(len(main))])
     net_nmodes = np.array([[nets[a][2][o]["n_modes"] for o in opts] for a in range(len(main))])
+    net_snap = np.array([[nets[a][2][o]["snapshot_epoch"] for o in opts] for a in range(len(main))])
 
     data = {
         "kl_ode": (("mu", "tau"), np.array([rf[m]["kl"] for m in mus])),
@@ -252,10 +261,11 @@ def compute(p: dict):
         "snapshot_tau": (("main_mu", "snapshot"), snap_taus),
         "net_kl": (("main_mu", "optimizer", "epoch"), net_kl),
         "net_kl_error": (("main_mu", "optimizer", "epoch"), net_kl_err),
-        "net_density": (("main_mu", "optimizer", "epoch", "zi"), net_dens),
-        "net_mode_position": (("main_mu", "optimizer", "epoch", "mode"), net_modes),
-        "net_n_modes": (("main_mu", "optimizer", "epoch"), net_nmodes),
-        "net_mass_left": (("main_mu", "optimizer", "epoch"), net_mass),
+        "net_density": (("main_mu", "optimizer", "snapshot", "zi"), net_dens),
+        "net_snapshot_epoch": (("main_mu", "optimizer", "snapshot"), net_snap),
+        "net_mode_position": (("main_mu", "optimizer", "snapshot", "mode"), net_modes),
+        "net_n_modes": (("main_mu", "optimizer", "snapshot"), net_nmodes),
+        "net_mass_left": (("main_mu", "optimizer", "snapshot"), net_mass),
     }
     ds = xr.Dataset(data, coords={"mu": mus, "tau": taus, "mode": np.arange(MAX_MODES), "main_mu": main,
                                   "snapshot": ["early", "best", "late"], "optimizer": opts, "epoch": ck})
@@ -316,14 +326,10 @@ def plot(ds, stem):
             # (c, d): Swish net, first optimizer
             ax = axes[1, a]
             ax.plot(z[ok], ds.p0.values[a][ok], color="0.6", lw=2.2, label="$p_0$")
-            kl = ds.net_kl.values[a, 0]
-            if np.any(np.isfinite(kl)):
-                ep = ds.epoch.values
-                b = int(np.nanargmin(kl))
-                picks = {"early": max(1, b // 4) if b > 1 else 1, "best": b, "late": ep.size - 1}
-                for snap, k in picks.items():
-                    ax.plot(z[ok], ds.net_density.values[a, 0, k][ok], color=colors[snap],
-                            label=f"{snap}: epoch {ep[k]}")
+            if np.any(np.isfinite(ds.net_kl.values[a, 0])):
+                for s, snap in enumerate(ds.snapshot.values):
+                    ax.plot(z[ok], ds.net_density.values[a, 0, s][ok], color=colors[snap],
+                            label=f"{snap}: epoch {ds.net_snapshot_epoch.values[a, 0, s]}")
             ax.set_title(f"({'cd'[a]}) Swish ({ds.optimizer.values[0]}), $\\mu$={mu:g}", loc="left",
                          fontsize=8)
             ax.set(xlabel="x", ylabel="density" if a == 0 else None, xlim=(z[ok][0], z[ok][-1]))

@@ -45,16 +45,16 @@ TITLE = "Scaling of the early-stopping time and KL with n and m"
 SLIDE_EXPONENTS = {"tau_star_vs_n": "2/5", "kl_star_vs_n": "-2/5", "kl_star_vs_m": "-4/5"}
 
 _BASE = dict(mu=3.0, q1=0.5, t_min=1e-3, T=8.0, weighting="sigma2", coarse_lo=2.0, coarse_hi=14.0,
-             fine_per_decade=4, kl_h=0.02, kl_atol=1e-4, m_ratio=0.5, n_boot=2000)
+             fine_per_decade=4, kl_tol=5e-3, m_ratio=0.5, n_boot=2000)
 
 PRESETS = {
     "tiny": dict(_BASE, n_values=[16, 64, 256], m_values=[8, 32, 128], n_for_m=2000, seeds=[0, 1],
-                 n_time=16, kl_h=0.05, fine_per_decade=3, coarse_hi=12.0, n_boot=500, m_ratio=1.0),
+                 n_time=16, kl_tol=2e-2, fine_per_decade=3, coarse_hi=12.0, n_boot=500, m_ratio=1.0),
     "quick": dict(_BASE, n_values=[32, 64, 128, 256, 512, 1024], m_values=[16, 32, 64, 128, 256, 512],
-                  n_for_m=10000, seeds=[0, 1, 2], n_time=32, coarse_hi=13.0),
+                  n_for_m=10000, seeds=[0, 1, 2], n_time=128, coarse_hi=13.0),
     "full": dict(_BASE, n_values=[32, 64, 128, 256, 512, 1024, 2048],
                  m_values=[16, 32, 64, 128, 256, 512, 1024, 2048], n_for_m=100000,
-                 seeds=[0, 1, 2, 3, 4], n_time=128, kl_h=0.01, fine_per_decade=8),
+                 seeds=[0, 1, 2, 3, 4], n_time=256, kl_tol=1e-3, fine_per_decade=8),
 }
 
 
@@ -63,14 +63,13 @@ def early_stop_point(target, n, m, seed, p):
     the coarse curve, for one (n, m, seed)."""
     flow, problem, _ = c.rf_flow(target, n, m, seed=seed, data_seed=seed, n_time=p["n_time"],
                                  t_min=p["t_min"], T=p["T"], weighting=p["weighting"])
-    kw = dict(h=p["kl_h"], atol=p["kl_atol"], t_min=p["t_min"], T=p["T"])
     coarse = c.tau_grid(p["coarse_lo"], p["coarse_hi"], 1)
-    kc = c.flow_grid_kl(flow, coarse, target, **kw)
+    kc = c.flow_kl(flow, coarse, target, tol=p["kl_tol"])
     i = int(np.argmin(kc["value"]))
     centre = np.log10(coarse[i])
     lo, hi = max(centre - 1, p["coarse_lo"] - 1), centre + 1
     fine = c.tau_grid(lo, hi, p["fine_per_decade"])
-    kf = c.flow_grid_kl(flow, fine, target, **kw)
+    kf = c.flow_kl(flow, fine, target, tol=p["kl_tol"])
     # the curve on the union of both grids decides whether the minimum is interior
     taus, first = np.unique(np.concatenate([fine, coarse]), return_index=True)   # shared taus: once
     kl_all = np.concatenate([kf["value"], kc["value"]])[first]
