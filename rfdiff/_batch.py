@@ -26,7 +26,7 @@ import numba
 import numpy as np
 
 from .features import RandomFeatureScore, activation, activation_derivative
-from .score import Score, as_score
+from .score import as_score
 
 
 class ScoreBatch:

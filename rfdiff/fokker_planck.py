@@ -7,17 +7,25 @@ The sampler runs ``dY = [f(t) Y - g2(t) s(Y, t)] dt + g(t) dW`` backwards from
 
 (with the exact score, ``q = p_t`` solves it). Discretisation:
 
-- space: cell-centred finite volumes on a uniform grid over ``[lo, hi]``
-  (covering the target's quadrature nodes and +-9 prior standard deviations),
-  zero-flux boundaries, and the Scharfetter-Gummel (exponentially fitted,
-  Chang-Cooper type) flux at each face,
-  ``J = (D/h) [B(-P) q_i - B(P) q_{i+1}]``, ``P = b h / D``, ``B(z) = z/(e^z - 1)``,
-  exact for a locally constant drift and upwind at large cell Peclet number;
-- time: backward Euler in r on steps uniform in ``log t`` (the score changes on
-  a log-time scale), one tridiagonal solve per step (Thomas algorithm, numba).
+- space: cell-centred finite volumes on a grid over ``[lo, hi]`` (covering the
+  target's quadrature nodes and +-9 prior standard deviations), zero-flux
+  boundaries, and the Scharfetter-Gummel (exponentially fitted, Chang-Cooper
+  type) flux at each face, ``J = (D/d) [B(-P) q_i - B(P) q_{i+1}]``,
+  ``P = b d / D`` (d the distance of the cell centres), ``B(z) = z/(e^z - 1)``:
+  exact for a locally constant drift, upwind at large cell Peclet number.
+  A generated law much wider than the target (early in training the score
+  is ~0 and the reverse SDE spreads the prior by ``e^T``) is detected by the
+  density at the walls; those scores are solved again on a smoothly
+  stretched grid (uniform core, sinh-type growth outside, :class:`FPGrid`)
+  reaching 10x further, repeatedly;
+- time: backward Euler in r, one tridiagonal solve per step (Thomas
+  algorithm, numba), on steps uniform in ``log t + t/t_c``: logarithmic near
+  ``t_min`` (the score changes on a log-time scale), at most ``t_c`` apart
+  later (:func:`time_steps`).
 
-``I + dr A`` is an M-matrix whose columns sum to 1, so every step preserves
-positivity and mass exactly (up to rounding; ``mass_loss`` reports it).
+``H + dr A`` (H the cell widths) is an M-matrix whose columns sum to the
+widths, so every step preserves positivity and mass exactly (up to rounding;
+``mass_loss`` reports it).
 The scheme is first order in the step and second order in h; the KL is
 computed on a sequence of grids ``(N, M), (2N, 2M), ...`` and extrapolated
 (Richardson, exponents 1, 2, 3), the error estimate being the change of the
@@ -39,7 +47,7 @@ from scipy.special import lambertw, ndtr
 from . import _validate as v
 from ._batch import RFBatch, ScoreBatch, make_batch, twins
 from ._results import ConvergenceError, KLResult, finish
-from .likelihood import _NodeSets, _check_common, _flow_defaults, _process, _subset
+from ._kl_common import NodeSets, as_process, assemble, check_common, flow_defaults, subset
 
 __all__ = ["kl_sde", "kl_sde_path", "sde_density", "solve_fokker_planck", "FPGrid"]
 
@@ -199,7 +207,7 @@ def _log_interp(grid: FPGrid, q, x):
     return spl(np.clip(x, grid.centers[0], grid.centers[-1])).T
 
 
-def _domain(sets: _NodeSets, levels, process, pad=0.05):
+def _domain(sets: NodeSets, levels, process, pad=0.05):
     sd = math.sqrt(float(process.prior_var))
     lo, hi = sets.extent(levels)
     lo, hi = min(lo, -9.0 * sd), max(hi, 9.0 * sd)
@@ -232,7 +240,7 @@ def _kl_sde_batch(batch, target, process, t_min, T, tol, quadrature, base, n_cel
     generated law can be far wider than the target) are solved again on a
     stretched grid reaching 10x further, repeatedly (up to ``max_stretch``).
     """
-    sets = _NodeSets(target, process, t_min, quadrature, base)
+    sets = NodeSets(target, process, t_min, quadrature, base)
     n_sets = len(sets.times)
     lo, hi = _domain(sets, (0, 1), process)
     B = batch.n
@@ -247,7 +255,7 @@ def _kl_sde_batch(batch, target, process, t_min, T, tol, quadrature, base, n_cel
     pending = [(np.arange(B), 1.0)]
     while pending:
         idx, K = pending.pop()
-        sub = _subset(batch, idx)
+        sub = subset(batch, idx)
         out = _sde_levels(sub, sets, process, t_min, T, tol, n_cells, n_steps, max_levels,
                           min_levels, max_qlevel, lo, hi, K, edge_tol, work)
         val, err, conv, msgs, ms, wide = out
@@ -284,7 +292,7 @@ def _sde_levels(batch, sets, process, t_min, T, tol, n_cells, n_steps, max_level
         N = (n_cells << level) * (2 if K > 1 else 1)
         M = n_steps << level
         grid = FPGrid(lo, hi, N, stretch=K)
-        q, ml = solve_fokker_planck(_subset(batch, active), process, t_min, T, grid, M)
+        q, ml = solve_fokker_planck(subset(batch, active), process, t_min, T, grid, M)
         mass[active] = ml
         sols.append((grid, q, active))
         work["levels"] = max(work["levels"], level + 1)
@@ -343,9 +351,8 @@ def _sde_levels(batch, sets, process, t_min, T, tol, n_cells, n_steps, max_level
 
 
 def _assemble_sde(res, tol, scalar):
-    from .likelihood import _assemble
     value, error, converged, messages, work, mass = res
-    return _assemble(value, error, converged, messages, work, tol, "sde", mass_loss=mass, scalar=scalar)
+    return assemble(value, error, converged, messages, work, tol, "sde", mass_loss=mass, scalar=scalar)
 
 
 def kl_sde(score, target, process=None, t_min: float = 1e-3, T: float = 8.0, tol: float = 1e-6, *,
@@ -365,7 +372,7 @@ def kl_sde(score, target, process=None, t_min: float = 1e-3, T: float = 8.0, tol
     batch = make_batch(score)
     if batch.dim != 1:
         raise ValueError("kl_sde is 1D: the score must have dim 1")
-    process, t_min, T, tol = _check_common(target, process, t_min, T, tol, 1)
+    process, t_min, T, tol = check_common(target, process, t_min, T, tol, 1)
     res = _kl_sde_batch(batch, target, process, t_min, T, tol, *_sde_options(
         quadrature, order, n_grid, n_cells, n_steps, max_levels))
     return finish(_assemble_sde(res, tol, True), strict)
@@ -376,10 +383,10 @@ def kl_sde_path(flow, taus, target, process=None, t_min=None, T=None, tol: float
                 n_steps: int = 64, max_levels: int = 6, strict: bool = True) -> KLResult:
     """:func:`kl_sde` for a 1D random-feature flow at many training times at once
     (grid and steps shared; one score evaluation per step for all taus)."""
-    process, t_min, T = _flow_defaults(flow, process, t_min, T)
+    process, t_min, T = flow_defaults(flow, process, t_min, T)
     if flow.model.dim != 1:
         raise ValueError("kl_sde_path is 1D")
-    process, t_min, T, tol = _check_common(target, process, t_min, T, tol, 1)
+    process, t_min, T, tol = check_common(target, process, t_min, T, tol, 1)
     taus = np.atleast_1d(np.asarray(taus, dtype=np.float64))
     batch = RFBatch(flow.model, flow.params(taus))
     res = _kl_sde_batch(batch, target, process, t_min, T, tol, *_sde_options(
@@ -405,7 +412,7 @@ def sde_density(score, x, process=None, t_min: float = 1e-3, T: float = 8.0, *, 
     batch = make_batch(score)
     if batch.dim != 1:
         raise ValueError("sde_density is 1D")
-    process = _process(process)
+    process = as_process(process)
     t_min, T = v.window(t_min, T)
     x = v.points("x", x, 1)[:, 0]
     sd = math.sqrt(float(process.prior_var))

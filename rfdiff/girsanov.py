@@ -24,7 +24,7 @@ import numpy as np
 from . import _validate as v
 from ._batch import RFBatch, ScoreBatch, make_batch
 from ._results import BoundResult, finish
-from .likelihood import _check_common, _flow_defaults
+from ._kl_common import check_common, flow_defaults
 from .quadrature import composite_gauss_legendre, log_time_grid
 
 __all__ = ["girsanov_bound", "girsanov_bound_path", "kl_prior"]
@@ -78,12 +78,12 @@ def _kink_rule(batch, target, process, t, n_panels):
 
 
 def _bound_batch(batch, target, process, t_min, T, tol, n_time, order, max_n_time, max_order=320,
-                 quadrature="auto"):
+                 quadrature="auto", with_prior=True):
     kinks = quadrature == "kinks" or (quadrature == "auto" and isinstance(batch, RFBatch) and batch.relu_1d)
     if kinks and not (isinstance(batch, RFBatch) and batch.relu_1d):
         raise ValueError("quadrature='kinks' needs a 1D ReLU random-feature score")
     if kinks:
-        order, max_order = max(int(order), 64), max(max_order, 64 * 16)
+        order, max_order = max(int(order), 32), max(max_order, 64 * 16)
     cache = {}
 
     def term(t, o):
@@ -97,7 +97,7 @@ def _bound_batch(batch, target, process, t_min, T, tol, n_time, order, max_n_tim
         vals = np.stack([term(t, o) for t in grid.t])            # (n, B)
         return (0.5 * grid.weights * process.g2(grid.t)) @ vals
 
-    kp, kp_err = kl_prior(target, process, T, 32 if kinks else order)
+    kp, kp_err = kl_prior(target, process, T, 32 if kinks else order) if with_prior else (0.0, 0.0)
     n, o = int(n_time), int(order)
     while True:
         fine = integral(2 * n, o)
@@ -123,7 +123,7 @@ def _bound_batch(batch, target, process, t_min, T, tol, n_time, order, max_n_tim
 
 
 def girsanov_bound(score, target, process=None, t_min: float = 1e-3, T: float = 8.0, tol: float = 1e-6, *,
-                   n_time: int = 32, order: int = 20, max_n_time: int = 2048, quadrature: str = "auto",
+                   n_time: int = 16, order: int = 20, max_n_time: int = 2048, quadrature: str = "auto",
                    strict: bool = True) -> BoundResult:
     """``KL(p_T || pi) + 1/2 int g2 E_{p_t}|s - grad log p_t|^2 dt`` with its quadrature error.
 
@@ -136,7 +136,7 @@ def girsanov_bound(score, target, process=None, t_min: float = 1e-3, T: float = 
     """
     batch = make_batch(score)
     v.choice("quadrature", quadrature, ("auto", "nodes", "kinks"))
-    process, t_min, T, tol = _check_common(target, process, t_min, T, tol, batch.dim)
+    process, t_min, T, tol = check_common(target, process, t_min, T, tol, batch.dim)
     res = _bound_batch(batch, target, process, t_min, T, tol, v.positive_int("n_time", n_time),
                        v.positive_int("order", order), max_n_time, quadrature=quadrature)
     st, st_err, kp, kp_err, conv, msg, work = res
@@ -146,11 +146,11 @@ def girsanov_bound(score, target, process=None, t_min: float = 1e-3, T: float = 
 
 
 def girsanov_bound_path(flow, taus, target, process=None, t_min=None, T=None, tol: float = 1e-5, *,
-                        n_time: int = 32, order: int = 20, max_n_time: int = 2048,
+                        n_time: int = 16, order: int = 20, max_n_time: int = 2048,
                         quadrature: str = "auto", strict: bool = True) -> BoundResult:
     """:func:`girsanov_bound` for a random-feature flow at many taus (arrays over tau)."""
-    process, t_min, T = _flow_defaults(flow, process, t_min, T)
-    process, t_min, T, tol = _check_common(target, process, t_min, T, tol, flow.model.dim)
+    process, t_min, T = flow_defaults(flow, process, t_min, T)
+    process, t_min, T, tol = check_common(target, process, t_min, T, tol, flow.model.dim)
     taus = np.atleast_1d(np.asarray(taus, dtype=np.float64))
     batch = RFBatch(flow.model, flow.params(taus))
     st, st_err, kp, kp_err, conv, msg, work = _bound_batch(

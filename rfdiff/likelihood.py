@@ -21,7 +21,10 @@ compares the generated density at ``t_min`` with the data law ``p_0``;
 ``kl_tmin = KL(p_{t_min} || p_gen)``. For a target whose ``p_0`` has no density
 (``Empirical``) ``value`` is ``kl_tmin``. Expectations use the target's
 quadrature nodes (Gauss-Hermite per mixture component, Gauss-Legendre on a
-compact support): no histograms, no density estimates.
+compact support) or, in 1D, the trapezoid rule on a uniform grid weighted by
+the target's density (the default for ReLU features, whose kinks make
+``log p_gen`` only piecewise smooth, where Gauss-Hermite stalls): no
+histograms, no density estimates.
 
 Error control: every KL is computed with two quadrature rules (orders n and
 2n, or grids of h and h/2) and two ODE tolerances (a, a/10); the reported
@@ -38,7 +41,11 @@ result with ``converged=False``). Nothing returns NaN or inf silently.
 Random-feature flows: :func:`kl_ode_path` evaluates many training times at
 once, every (tau, node) pair in one system whose stages compute the features
 once (for 1D ReLU features, sorted kinks and prefix sums; see
-:mod:`rfdiff._batch`).
+:mod:`rfdiff._batch`). For 1D ReLU features the divergence is piecewise
+constant in x, which a Runge-Kutta method integrates only to first order;
+there only X is integrated by the Runge-Kutta pair and the log-density
+increment of every step is exact up to the kink-crossing times
+(:mod:`rfdiff._relu_flow`).
 """
 from __future__ import annotations
 
@@ -47,24 +54,16 @@ import numpy as np
 from . import _validate as v
 from ._batch import RFBatch, ScoreBatch, make_batch
 from ._ode import integrate
+from ._kl_common import (MAX_ORDER, NodeSets, as_process, assemble, check_common, flow_defaults,
+                         resolve_quadrature, subset)
 from ._results import BoundResult, ConvergenceError, KLResult, finish
-from .process import OU, Process
+from .process import Process
 
 __all__ = ["kl_ode", "kl_ode_path", "log_density_ode", "generated_density", "KLResult",
            "BoundResult", "ConvergenceError"]
 
 #: ratio between the two ODE tolerances of one error estimate
 TOL_RATIO = 10.0
-#: largest Gauss-Hermite order used (numpy's rule loses its weights beyond ~400)
-MAX_ORDER = 256
-
-
-def _process(process) -> Process:
-    if process is None:
-        return OU()
-    if not isinstance(process, Process):
-        raise ValueError(f"process must be an rfdiff Process, got {type(process).__name__}")
-    return process
 
 
 def _flow_system(batch: ScoreBatch, process: Process, d: int):
@@ -147,92 +146,6 @@ def _velocity_system(batch: ScoreBatch, process: Process, d: int):
 
 
 # -- KL of a batch of scores ------------------------------------------------------
-QUADRATURES = ("auto", "nodes", "grid")
-
-
-class _NodeSets:
-    """Quadrature rules for ``E_{p_0}`` (when p_0 has a density) and ``E_{p_{t_min}}``,
-    with the reference log-densities, at refinement levels 0, 1, 2, ... (cached).
-
-    ``kind="nodes"``: the target's expectation nodes of order ``base 2^level``
-    (Gauss-Hermite per component, Gauss-Legendre on a compact support): spectral
-    for smooth integrands. ``kind="grid"`` (1D): the trapezoid rule with
-    ``base 2^level`` panels on an interval holding the law's mass, weights
-    ``h p(x)``: O(h^2) also across the kinks that ReLU features put into
-    ``log p_gen``, where Gauss-Hermite converges slowly. Each level's grid
-    contains the previous one.
-    """
-
-    def __init__(self, target, process, t_min, kind: str = "nodes", base: int = 16):
-        self.target, self.process, self.t_min = target, process, t_min
-        self.kind, self.base = kind, int(base)
-        self.times = ([0.0] if getattr(target, "has_density_at_zero", True) else []) + [t_min]
-        self._cache = {}
-        self._windows = {}
-
-    def window(self, which=None):
-        """Interval of the grid rule: the target's order-64 nodes at every time of
-        the rule (one window for all, so the grids coincide), padded by 5%."""
-        if not self._windows:
-            lo, hi = np.inf, -np.inf
-            for t in self.times:
-                x, _ = self.target.expectation_nodes(t, self.process, order=64)
-                lo, hi = min(lo, float(x[:, 0].min())), max(hi, float(x[:, 0].max()))
-            pad = 0.05 * (hi - lo)
-            self._windows[None] = (lo - pad, hi + pad)
-        return self._windows[None]
-
-    def get(self, which: int, level: int):
-        key = (which, level)
-        if key not in self._cache:
-            t = self.times[which]
-            if self.kind == "nodes":
-                x, w = self.target.expectation_nodes(t, self.process, order=self.base << level)
-                x = np.asarray(x, dtype=np.float64)
-                keep = np.isfinite(w) & (w > 0)
-                x, w = x[keep], w[keep]
-                if not x.size:
-                    raise ValueError(f"target.expectation_nodes returned no usable nodes at order {self.base << level}")
-                with np.errstate(divide="ignore"):
-                    ref = np.asarray(self.target.log_pt(x, t, self.process), dtype=np.float64)
-            else:
-                # the same points for every law (one ODE solve serves both KLs);
-                # where p underflows the weight is 0 and the reference is set to 0
-                n = self.base << level if level >= 0 else max(self.base >> -level, 1)
-                if ("grid", level) not in self._cache:
-                    lo, hi = self.window()
-                    self._cache[("grid", level)] = np.linspace(lo, hi, n + 1)[:, None]
-                x = self._cache[("grid", level)]
-                lo, hi = self.window()
-                with np.errstate(divide="ignore", under="ignore"):
-                    ref = np.asarray(self.target.log_pt(x, t, self.process), dtype=np.float64)
-                    w = np.exp(ref) * ((hi - lo) / n)
-                w[[0, -1]] *= 0.5
-                bad = ~(np.isfinite(ref) & (w > 0))
-                w[bad], ref[bad] = 0.0, 0.0
-            self._cache[key] = (x, w, ref)
-        return self._cache[key]
-
-    def extent(self, levels):
-        """The smallest interval holding every rule's points at these levels (1D)."""
-        lo, hi = np.inf, -np.inf
-        for which in range(len(self.times)):
-            for lev in levels:
-                x = self.get(which, lev)[0][:, 0]
-                lo, hi = min(lo, float(x.min())), max(hi, float(x.max()))
-        return lo, hi
-
-
-def _resolve_quadrature(quadrature, batch, dim):
-    v.choice("quadrature", quadrature, QUADRATURES)
-    if quadrature == "auto":
-        relu_1d = isinstance(batch, RFBatch) and batch.relu_1d
-        return "grid" if relu_1d else "nodes"
-    if quadrature == "grid" and dim != 1:
-        raise ValueError("quadrature='grid' is 1D only; use 'nodes'")
-    return quadrature
-
-
 def _resolve_method(method, batch):
     v.choice("method", method, ("auto", "dopri5", "bs3"))
     if method == "auto":
@@ -243,7 +156,7 @@ def _resolve_method(method, batch):
 def _kl_batch(batch: ScoreBatch, target, process, t_min, T, tol, quadrature, base, max_level, method,
               max_steps, min_atol=1e-14):
     """KL for every score of ``batch``; returns arrays and a work dict (no raising)."""
-    sets = _NodeSets(target, process, t_min, quadrature, base)
+    sets = NodeSets(target, process, t_min, quadrature, base)
     n_sets = len(sets.times)
     B = batch.n
     memo = {}          # (which, level, atol) -> (B, k) log p_gen, NaN where not computed
@@ -265,10 +178,10 @@ def _kl_batch(batch: ScoreBatch, target, process, t_min, T, tol, quadrature, bas
             spans.append((which, lev, blk[2], len(x)))
         xs = [b[0] for b in blocks.values()]
         ws = [b[1] for b in blocks.values()]
-        _solve_subset(idx, np.concatenate(xs), np.concatenate(ws), atol, spans)
+        _solvesubset(idx, np.concatenate(xs), np.concatenate(ws), atol, spans)
 
-    def _solve_subset(idx, x, w, atol, spans):
-        logp, st = ode_log_density(_subset(batch, idx), x, process, t_min, T, atol=atol, weights=w,
+    def _solvesubset(idx, x, w, atol, spans):
+        logp, st = ode_log_density(subset(batch, idx), x, process, t_min, T, atol=atol, weights=w,
                                    method=method, max_steps=max_steps)
         work["nfev"] += st.nfev
         work["n_steps"] += st.n_steps
@@ -278,8 +191,8 @@ def _kl_batch(batch: ScoreBatch, target, process, t_min, T, tol, quadrature, bas
         if st.status != 0 and len(idx) > 1:
             # a common step serves all; isolate the member(s) that fail
             half = len(idx) // 2
-            _solve_subset(idx[:half], x, w, atol, spans)
-            _solve_subset(idx[half:], x, w, atol, spans)
+            _solvesubset(idx[:half], x, w, atol, spans)
+            _solvesubset(idx[half:], x, w, atol, spans)
             return
         for which, lev, start, n in spans:
             arr = memo.setdefault((which, lev, atol), np.full((B, n), np.nan))
@@ -380,43 +293,6 @@ def _kl_batch(batch: ScoreBatch, target, process, t_min, T, tol, quadrature, bas
     return value, error, converged, messages, work
 
 
-def _subset(batch, idx):
-    if len(idx) == batch.n:
-        return batch
-    if isinstance(batch, RFBatch):
-        return RFBatch(batch.model, batch.A[idx])
-    from ._batch import ListBatch
-    return ListBatch([batch.scores[i] for i in idx])
-
-
-def _assemble(value, error, converged, messages, work, tol, kind, mass_loss=None, scalar=True):
-    kl_tmin, kl_tmin_err = value[-1], error[-1]
-    val, err = value[0], error[0]
-    if scalar:
-        conv = bool(converged[0])
-        msg = messages[0]
-        pick = lambda a: float(a[0])  # noqa: E731
-        return KLResult(pick(val), pick(err), pick(kl_tmin), pick(kl_tmin_err), conv, msg, kind, tol,
-                        work, None if mass_loss is None else float(mass_loss[0]))
-    msgs = sorted(set(messages))
-    msg = "converged" if np.all(converged) else "; ".join(
-        f"tau[{i}]: {m}" for i, m in enumerate(messages) if not converged[i])
-    work = dict(work, messages=msgs)
-    return KLResult(val.copy(), err.copy(), kl_tmin.copy(), kl_tmin_err.copy(), converged.copy(), msg,
-                    kind, tol, work, mass_loss)
-
-
-def _check_common(target, process, t_min, T, tol, d=None):
-    process = _process(process)
-    t_min, T = v.window(t_min, T)
-    tol = v.positive("tol", tol)
-    if not hasattr(target, "expectation_nodes"):
-        raise ValueError(f"target must be an rfdiff target, got {type(target).__name__}")
-    if d is not None and target.dim != d:
-        raise ValueError(f"target has dim {target.dim}, the score has dim {d}")
-    return process, t_min, T, tol
-
-
 def kl_ode(score, target, process=None, t_min: float = 1e-3, T: float = 8.0, tol: float = 1e-6, *,
            quadrature: str = "auto", order: int = 16, n_grid: int = 256, max_level: int = 6,
            method: str = "auto", max_steps: int = 200_000, strict: bool = True) -> KLResult:
@@ -437,13 +313,13 @@ def kl_ode(score, target, process=None, t_min: float = 1e-3, T: float = 8.0, tol
     (``strict=False``: returned with ``converged=False``).
     """
     batch = make_batch(score)
-    process, t_min, T, tol = _check_common(target, process, t_min, T, tol, batch.dim)
+    process, t_min, T, tol = check_common(target, process, t_min, T, tol, batch.dim)
     method = _resolve_method(method, batch)
-    quadrature = _resolve_quadrature(quadrature, batch, batch.dim)
+    quadrature = resolve_quadrature(quadrature, batch, batch.dim)
     base = v.positive_int("order", order) if quadrature == "nodes" else v.positive_int("n_grid", n_grid)
     res = _kl_batch(batch, target, process, t_min, T, tol, quadrature, base,
                     v.positive_int("max_level", max_level), method, max_steps)
-    return finish(_assemble(*res, tol, "ode"), strict)
+    return finish(assemble(*res, tol, "ode"), strict)
 
 
 def kl_ode_path(flow, taus, target, process=None, t_min=None, T=None, tol: float = 1e-4, *,
@@ -455,29 +331,16 @@ def kl_ode_path(flow, taus, target, process=None, t_min=None, T=None, tol: float
     one call of ``flow.params(taus)``. ``process``, ``t_min`` and ``T`` default
     to the flow's score-matching problem. Fields of the result are arrays over tau.
     """
-    process, t_min, T = _flow_defaults(flow, process, t_min, T)
-    process, t_min, T, tol = _check_common(target, process, t_min, T, tol, flow.model.dim)
+    process, t_min, T = flow_defaults(flow, process, t_min, T)
+    process, t_min, T, tol = check_common(target, process, t_min, T, tol, flow.model.dim)
     taus = np.atleast_1d(np.asarray(taus, dtype=np.float64))
     batch = RFBatch(flow.model, flow.params(taus))
     method = _resolve_method(method, batch)
-    quadrature = _resolve_quadrature(quadrature, batch, batch.dim)
+    quadrature = resolve_quadrature(quadrature, batch, batch.dim)
     base = v.positive_int("order", order) if quadrature == "nodes" else v.positive_int("n_grid", n_grid)
     res = _kl_batch(batch, target, process, t_min, T, tol, quadrature, base,
                     v.positive_int("max_level", max_level), method, max_steps)
-    return finish(_assemble(*res, tol, "ode", scalar=False), strict)
-
-
-def _flow_defaults(flow, process, t_min, T):
-    if getattr(flow, "model", None) is None:
-        raise ValueError("flow must be an rfdiff Flow with its random-feature model (ScoreMatching(...).flow())")
-    prob = getattr(flow, "problem", None)
-    if process is None:
-        process = prob.process if prob is not None else OU()
-    if t_min is None:
-        t_min = prob.t_min if prob is not None else 1e-3
-    if T is None:
-        T = prob.T if prob is not None else 8.0
-    return process, t_min, T
+    return finish(assemble(*res, tol, "ode", scalar=False), strict)
 
 
 def log_density_ode(score, x, process=None, t_min: float = 1e-3, T: float = 8.0, *, atol: float = 1e-9,
@@ -485,7 +348,7 @@ def log_density_ode(score, x, process=None, t_min: float = 1e-3, T: float = 8.0,
     """``log p_gen(x)`` of the probability-flow ODE at points x (k, d), each to
     about ``atol`` (local error control per point). Raises ConvergenceError on failure."""
     batch = make_batch(score)
-    process = _process(process)
+    process = as_process(process)
     t_min, T = v.window(t_min, T)
     x = v.points("x", x, batch.dim)
     logp, st = ode_log_density(batch, x, process, t_min, T, atol=v.positive("atol", atol),

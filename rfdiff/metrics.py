@@ -36,7 +36,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import _validate as v
-from ._batch import make_batch
 from .process import OU
 from .quadrature import log_time_grid
 from .score import as_score

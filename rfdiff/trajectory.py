@@ -116,13 +116,26 @@ def trajectory(sm_or_flow, taus, target=None, metrics=DEFAULT_METRICS, *, tol: f
         elif m == "empirical_distance":
             if sm is None:
                 raise ValueError("empirical_distance needs the ScoreMatching problem (its training set)")
-            kw = dict(girsanov or {})
-            kw.setdefault("order", empirical_order)
-            r = girsanov_bound_path(flow, taus, sm.data, tol=tol, strict=strict, **kw)
+            r = _empirical_distance(flow, taus, sm, tol, strict, empirical_order, girsanov or {})
             put(m, r.score_term, r.score_term_error, r.converged)
         attrs[f"seconds_{m}"] = time.perf_counter() - t0
     ds = xr.Dataset(data, coords={"tau": taus}, attrs=attrs)
     return _with_provenance(ds, sm, flow, target, metrics, tol, ode, sde, girsanov, seeds)
+
+
+def _empirical_distance(flow, taus, sm, tol, strict, order, kw):
+    """``1/2 int g2 E_{p^_t}|s - s^_t|^2 dt`` (the Girsanov score term against the
+    training set, without its KL(p^_T || pi))."""
+    from ._batch import RFBatch
+    from ._results import BoundResult, finish
+    from .girsanov import _bound_batch
+    kw = dict(kw)
+    kw.setdefault("order", order)
+    batch = RFBatch(flow.model, flow.params(taus))
+    st, st_err, _, _, conv, msg, work = _bound_batch(
+        batch, sm.data, sm.process, sm.t_min, sm.T, tol, kw.pop("n_time", 16), kw.pop("order"),
+        kw.pop("max_n_time", 2048), quadrature=kw.pop("quadrature", "auto"), with_prior=False)
+    return finish(BoundResult(st, st_err, 0.0, 0.0, st, st_err, conv, msg, tol, work), strict)
 
 
 def _flat(work: dict) -> str:
