@@ -378,7 +378,7 @@ def kl_sde(score, target, process=None, t_min: float = 1e-3, T: float = 8.0, tol
     return finish(_assemble_sde(res, tol, True), strict)
 
 
-def kl_sde_path(flow, taus, target, process=None, t_min=None, T=None, tol: float = 1e-4, *,
+def kl_sde_path(flow, taus, target, process=None, t_min=None, T=None, tol: float = 1e-3, *,
                 quadrature: str = "nodes", order: int = 32, n_grid: int = 512, n_cells: int = 256,
                 n_steps: int = 64, max_levels: int = 6, strict: bool = True) -> KLResult:
     """:func:`kl_sde` for a 1D random-feature flow at many training times at once

@@ -145,7 +145,7 @@ def girsanov_bound(score, target, process=None, t_min: float = 1e-3, T: float = 
     return finish(out, strict)
 
 
-def girsanov_bound_path(flow, taus, target, process=None, t_min=None, T=None, tol: float = 1e-5, *,
+def girsanov_bound_path(flow, taus, target, process=None, t_min=None, T=None, tol: float = 1e-3, *,
                         n_time: int = 16, order: int = 20, max_n_time: int = 2048,
                         quadrature: str = "auto", strict: bool = True) -> BoundResult:
     """:func:`girsanov_bound` for a random-feature flow at many taus (arrays over tau)."""

@@ -322,7 +322,7 @@ def kl_ode(score, target, process=None, t_min: float = 1e-3, T: float = 8.0, tol
     return finish(assemble(*res, tol, "ode"), strict)
 
 
-def kl_ode_path(flow, taus, target, process=None, t_min=None, T=None, tol: float = 1e-4, *,
+def kl_ode_path(flow, taus, target, process=None, t_min=None, T=None, tol: float = 1e-3, *,
                 quadrature: str = "auto", order: int = 16, n_grid: int = 256, max_level: int = 6,
                 method: str = "auto", max_steps: int = 200_000, strict: bool = True) -> KLResult:
     """:func:`kl_ode` for a random-feature flow at many training times at once.

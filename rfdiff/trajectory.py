@@ -54,14 +54,17 @@ def _flow_of(sm_or_flow):
     raise ValueError("sm_or_flow must be a ScoreMatching problem or its Flow")
 
 
-def trajectory(sm_or_flow, taus, target=None, metrics=DEFAULT_METRICS, *, tol: float = 1e-4,
+def trajectory(sm_or_flow, taus, target=None, metrics=DEFAULT_METRICS, *, tol: float = 1e-3,
                strict: bool = False, ode: dict | None = None, sde: dict | None = None,
                girsanov: dict | None = None, empirical_order: int = 8, seeds: dict | None = None):
     """Evaluate ``metrics`` at every tau; returns an ``xarray.Dataset`` (dim ``tau``).
 
-    ``tol``: absolute tolerance of every KL and bound; ``ode``, ``sde``,
-    ``girsanov``: extra keyword arguments of the path solvers; ``seeds``: extra
-    seeds to record (the model's and the problem's are recorded anyway).
+    ``tol``: absolute tolerance of every KL and bound (default 1e-3: about 0.2 s
+    per tau for each of ODE and SDE KL with m = 4096 features on 2 cores; 1e-4
+    costs 3-4x more, mostly in the x-quadrature of late-training ODE
+    densities); ``ode``, ``sde``, ``girsanov``: extra keyword arguments of the
+    path solvers; ``seeds``: extra seeds to record (the model's and the
+    problem's are recorded anyway).
     """
     import xarray as xr
 
