@@ -56,7 +56,7 @@ def prior_noise(n: int, dim: int = 1, seed: int = 0, process=None) -> np.ndarray
 
 
 def _check(score, x_T, ts):
-    score = as_score(score)
+    score = _Eval(make_batch(as_score(score)))
     x = v.finite_array("x_T", x_T)
     if x.ndim == 1:
         x = x[:, None]
@@ -88,13 +88,24 @@ def euler_maruyama(score, x_T, ts, process=None, *, rng=None, noise=None) -> np.
         t, h = float(ts[i]), float(ts[i + 1] - ts[i])
         f, g2 = float(process.f(t)), float(process.g2(t))
         xi = noise[i] if noise is not None else rng.standard_normal(x.shape)
-        x = x + h * (f * x - g2 * score(x, np.full(len(x), t))) + np.sqrt(g2 * -h) * xi
+        x = x + h * (f * x - g2 * score(x, t)) + np.sqrt(g2 * -h) * xi
     return x
+
+
+class _Eval:
+    """``s(x, t)`` at one scalar time through a score batch (random features
+    evaluate their features once; 1D ReLU features by sorted kinks)."""
+
+    def __init__(self, batch):
+        self.batch = batch
+
+    def __call__(self, x, t):
+        return self.batch(x, float(t), dz=False)[0][0]
 
 
 def _velocity(score, process, x, t):
     f, g2 = float(process.f(t)), float(process.g2(t))
-    return f * x - 0.5 * g2 * score(x, np.full(len(x), t))
+    return f * x - 0.5 * g2 * score(x, t)
 
 
 def heun(score, x_T, ts, process=None) -> np.ndarray:

@@ -172,6 +172,15 @@ def test_log_density_matches_affine_flow_map():
     np.testing.assert_allclose(got, ref, atol=1e-8)
 
 
+def test_two_dimensional_gaussian_is_the_sum_of_its_coordinates():
+    """d = 2, N(mu, diag(s2)): the flow acts coordinate-wise, KL = sum of 1D KLs."""
+    mu, s2, t_min, T = np.array([1.0, -0.5]), np.array([0.3, 2.0]), 1e-3, 1.0
+    target = rf.GaussianMixture([1.0], [mu], [np.diag(s2)])
+    ref = sum(kl_gauss(m, v, *ode_generated_gaussian(m, v, t_min, T)) for m, v in zip(mu, s2))
+    r = kl_ode(target.score_fn(OU), target, OU, t_min, T, tol=1e-6, order=8)
+    assert r.value == pytest.approx(ref, abs=1e-6)
+
+
 def test_vp_process_gaussian():
     """The general-process formula (drift f(t) x, g2(t)) against the affine flow map
     of a VP process: p_gen = N(a mu - r a_T mu, r^2 ... ) with r = sqrt(v_tmin/v_T)."""
