@@ -29,6 +29,10 @@ from .features import RandomFeatureScore, activation, activation_derivative
 from .score import as_score
 
 
+#: feature values held at once by the dense random-feature evaluation
+DENSE_CHUNK = 1 << 22
+
+
 class ScoreBatch:
     """``B`` scores in ``d`` dimensions evaluated at a common time."""
 
@@ -87,22 +91,34 @@ class RFBatch(ScoreBatch):
         return self._dense(x, float(t), dz)
 
     def _dense(self, x, t, dz):
-        model, m = self.model, self.m
-        b = model.bias(t)
+        """Features once per point, then one GEMM with all the A's; in chunks of
+        points (shared points) or of scores, so that at most ``DENSE_CHUNK``
+        feature values are held at a time."""
+        m, d = self.m, self.dim
+        b = self.model.bias(t)
         shared = x.ndim == 2
-        pre = (x @ model.W.T if shared else np.einsum("bkd,md->bkm", x, model.W)) + b
-        phi = activation(model.activation, pre)
+        k = x.shape[-2]
+        s = np.empty((self.n, k, d))
+        div = np.empty((self.n, k)) if dz else None
         if shared:
-            s = np.einsum("km,bdm->bkd", phi, self.A) / m
-        else:
-            s = np.einsum("bkm,bdm->bkd", phi, self.A) / m
-        div = None
-        if dz:
-            dphi = activation_derivative(model.activation, pre)
-            if shared:
-                div = (dphi @ self._aw.T).T / m
-            else:
-                div = np.einsum("bkm,bm->bk", dphi, self._aw) / m
+            A2 = self.A.transpose(2, 0, 1).reshape(m, self.n * d)          # (m, B d)
+            step = max(1, DENSE_CHUNK // m)
+            for i in range(0, k, step):
+                pre = x[i:i + step] @ self.model.W.T + b
+                phi = activation(self.model.activation, pre)
+                s[:, i:i + step] = (phi @ A2 / m).reshape(-1, self.n, d).transpose(1, 0, 2)
+                if dz:
+                    dphi = activation_derivative(self.model.activation, pre)
+                    div[:, i:i + step] = (dphi @ self._aw.T).T / m
+            return s, div
+        step = max(1, DENSE_CHUNK // (m * k))
+        for j in range(0, self.n, step):
+            pre = np.einsum("bkd,md->bkm", x[j:j + step], self.model.W) + b
+            phi = activation(self.model.activation, pre)
+            s[j:j + step] = np.einsum("bkm,bdm->bkd", phi, self.A[j:j + step]) / m
+            if dz:
+                dphi = activation_derivative(self.model.activation, pre)
+                div[j:j + step] = np.einsum("bkm,bm->bk", dphi, self._aw[j:j + step]) / m
         return s, div
 
     def _relu_1d(self, x, t, dz):
