@@ -266,6 +266,6 @@ def test_exact_kink_increments_match_runge_kutta_on_the_divergence(rf_problem):
     target, sm, flow = rf_problem
     batch = make_batch(flow.score_at(1e3))
     x = np.linspace(-5, 5, 41)[:, None]
-    exact, _ = ode_log_density(batch, x, OU, 1e-2, 4.0, atol=1e-10)
-    plain, _ = ode_log_density(batch, x, OU, 1e-2, 4.0, atol=1e-10, exact_kinks=False, method="dopri5")
-    np.testing.assert_allclose(exact, plain, atol=1e-6)
+    exact, _ = ode_log_density(batch, x, OU, 1e-2, 4.0, atol=1e-8)
+    plain, _ = ode_log_density(batch, x, OU, 1e-2, 4.0, atol=1e-8, exact_kinks=False, method="dopri5")
+    np.testing.assert_allclose(exact, plain, atol=2e-5)       # the plain RK is first order at kinks
