@@ -32,6 +32,8 @@ import math
 import numba as nb
 import numpy as np
 
+from ._numba import twins
+
 K = 18
 _CUT = 9.0
 _DIRECT_BELOW = 12          # boxes with fewer members are summed directly
@@ -77,7 +79,6 @@ def _direct(z, m, s, w):
     return w * p, w * (m * p - s * ph), w * ((m * m + s * s) * p - s * ph * (m + z))
 
 
-@nb.njit(cache=True, parallel=True)
 def hermite_partial_moments(z, mu, w, p0, p1, p2, s, out):
     """``out[:, i] = (M0, M1, M2)(z_i)`` for sorted means ``mu`` with weights ``w``.
 
@@ -139,7 +140,7 @@ def hermite_partial_moments(z, mu, w, p0, p1, p2, s, out):
     return out
 
 
-_hermite_partial_moments_serial = nb.njit(cache=True)(hermite_partial_moments.py_func)
+_hpm_serial, _hpm_parallel = twins(hermite_partial_moments)
 
 
 def empirical_partial_moments(empirical, z, t, process):
@@ -150,6 +151,6 @@ def empirical_partial_moments(empirical, z, t, process):
     s = float(np.sqrt(process.sigma2(t)))
     out = np.empty((3, len(z)))
     # threads pay off only for many points (their start-up costs ~ms on a busy machine)
-    kernel = hermite_partial_moments if len(z) >= 2048 else _hermite_partial_moments_serial
+    kernel = _hpm_parallel if len(z) >= 2048 else _hpm_serial
     return kernel(np.ascontiguousarray(z, dtype=np.float64), a * xs, ws,
                                    p0, a * p1, a * a * p2, s, out)

@@ -34,14 +34,12 @@ import numba
 import numpy as np
 
 from ._hermite_pm import empirical_partial_moments
+from ._numba import twins
 from .backend import Backend
 from .targets import Empirical
 from .quadrature import composite_gauss_legendre
 
-_NOPYTHON = dict(cache=True, nogil=True)
 
-
-@numba.njit(parallel=True, **_NOPYTHON)
 def _relu_gram_kernel(w, b, zlo, zhi, flo, fhi, omega, G, C):
     """Accumulate the exact ReLU Gram over time nodes.
 
@@ -79,7 +77,7 @@ def _relu_gram_kernel(w, b, zlo, zhi, flo, fhi, omega, G, C):
             G[k, j] = G[j, k]
 
 
-_relu_gram_kernel_serial = numba.njit(**_NOPYTHON)(_relu_gram_kernel.py_func)
+_relu_gram_serial, _relu_gram_parallel = twins(_relu_gram_kernel)
 
 
 def total_moments(target, t, process) -> np.ndarray:
@@ -118,7 +116,7 @@ def relu_exact_1d(model, target, process, t_nodes, omega):
         fhi[:, :, q] = np.where(neg, fk, np.where(zhi[:, q] == np.inf, tot, 0.0))
     G = np.empty((m, m))
     C = np.empty(m)
-    kernel = _relu_gram_kernel if m >= 256 else _relu_gram_kernel_serial
+    kernel = _relu_gram_parallel if m >= 256 else _relu_gram_serial
     kernel(w, b, zlo, zhi, flo, fhi, np.ascontiguousarray(omega, dtype=np.float64), G, C)
     return G, C[None, :]
 
