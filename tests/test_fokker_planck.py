@@ -166,3 +166,21 @@ def test_bernoulli_function_is_accurate_everywhere():
     for z in np.concatenate([-np.logspace(-9, 3, 60), [0.0], np.logspace(-9, 3, 60)]):
         ref = float(mp.mpf(z) / mp.expm1(mp.mpf(z))) if z != 0 else 1.0
         assert _bernoulli(z) == pytest.approx(ref, rel=1e-14, abs=1e-300)
+
+
+def test_vp_process_gaussian():
+    """General process (VP, beta 0.1..20): Gaussian mean/variance ODEs of the reverse
+    SDE, dm/dt = f m + g2 (m - a mu)/v, dP/dt = 2 (f + g2/v) P - g2 (t decreasing)."""
+    vp = rf.VP(beta_min=0.1, beta_max=20.0)
+    mu, s2, t_min, T = 1.0, 0.5, 1e-3, 0.3
+    target = rf.GaussianMixture([1.0], [[mu]], [s2])
+    a = lambda t: float(vp.alpha(t))  # noqa: E731
+    v = lambda t: a(t) ** 2 * s2 + float(vp.sigma2(t))  # noqa: E731
+
+    def rhs(t, y):
+        f, g2 = float(vp.f(t)), float(vp.g2(t))
+        return [f * y[0] + g2 * (y[0] - a(t) * mu) / v(t), 2 * (f + g2 / v(t)) * y[1] - g2]
+    sol = solve_ivp(rhs, (T, t_min), [0.0, 1.0], method="DOP853", rtol=1e-12, atol=1e-14)
+    ref = kl_gauss(mu, s2, sol.y[0, -1], sol.y[1, -1])
+    r = kl_sde(target.score_fn(vp), target, vp, t_min, T, tol=1e-6)
+    assert r.value == pytest.approx(ref, abs=1e-6) and r.mass_loss < 1e-10
