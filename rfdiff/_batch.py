@@ -25,6 +25,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from ._numba import twins
 from .features import RandomFeatureScore, activation, activation_derivative
 from .score import as_score
 
@@ -270,21 +271,6 @@ def _relu_kernel_impl(kp, jp, kn, jn, A, w, bias, z, const, inv_m, s, div):
             s1 = c1p[b, p] + c1n[b, q]
             s[b, i] = (zi * s1 + c0p[b, p] + c0n[b, q] + const[b]) * inv_m
             div[b, i] = s1 * inv_m
-
-
-def twins(impl):
-    """Serial and parallel numba versions of ``impl``. Each gets its own name, so
-    that numba's on-disk cache (keyed by qualified name and line) keeps them
-    apart: otherwise one can load the other's machine code (a parallel kernel
-    where a serial one was asked for, with its thread start-up per call)."""
-    import types
-    out = []
-    for suffix, parallel in (("serial", False), ("parallel", True)):
-        f = types.FunctionType(impl.__code__, impl.__globals__, f"{impl.__name__}_{suffix}",
-                               impl.__defaults__, impl.__closure__)
-        f.__qualname__ = f"{impl.__qualname__}_{suffix}"
-        out.append(numba.njit(parallel=parallel, cache=True, nogil=True)(f))
-    return out
 
 
 _relu_serial, _relu_parallel = twins(_relu_kernel_impl)

@@ -29,7 +29,8 @@ import math
 import numba
 import numpy as np
 
-from ._batch import KinkOrder, RFBatch, twins
+from ._batch import KinkOrder, RFBatch
+from ._numba import twins
 
 
 @numba.njit(inline="always", cache=True)

@@ -45,7 +45,8 @@ from scipy.interpolate import CubicSpline
 from scipy.special import lambertw, ndtr
 
 from . import _validate as v
-from ._batch import RFBatch, ScoreBatch, make_batch, twins
+from ._batch import RFBatch, ScoreBatch, make_batch
+from ._numba import twins
 from ._results import ConvergenceError, KLResult, finish
 from ._kl_common import NodeSets, as_process, assemble, check_common, flow_defaults, subset
 
