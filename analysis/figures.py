@@ -95,10 +95,12 @@ def _compute_entry(figure: str, params: dict):
     from rfdiff.provenance import provenance
 
     fig = get(figure)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     with threads(_THREADS[0]):
         ds = fig.module.compute(params)
     ds.attrs["seconds_compute"] = time.perf_counter() - t0
+    ds.attrs["cpu_seconds_compute"] = time.process_time() - c0
+    ds.attrs["threads"] = "library defaults" if _THREADS[0] is None else int(_THREADS[0])
     ds.attrs["preset_params_json"] = _json(params)
     return attach_provenance(ds, provenance({"figure": figure, **params}, seeds=_seeds(params)))
 
@@ -188,19 +190,50 @@ def make_all(preset: str = "quick", out="figures", *, cache=None, names=None, jo
 
 
 def _worker_init():
-    os.environ.setdefault("NUMBA_NUM_THREADS", "1")
+    # torch reads this at import; numba's pool is limited at run time by threads()
+    # (setting NUMBA_NUM_THREADS here would clash with numba's config reloads)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+def _openblas_controls():
+    """``(get, set)`` ctypes pairs of every OpenBLAS loaded in this process (numpy's
+    and scipy's own copies), found in /proc/self/maps; empty where unavailable.
+    (threadpoolctl does this generally; it is not a dependency of rfdiff.)"""
+    import ctypes
+
+    out = []
+    try:
+        with open("/proc/self/maps") as f:
+            libs = sorted({ln.split()[-1] for ln in f if "openblas" in ln.lower() and ".so" in ln})
+    except OSError:
+        return out
+    for path in libs:
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for pre in ("scipy_openblas", "openblas"):
+            for suf in ("64_", ""):
+                get, set_ = f"{pre}_get_num_threads{suf}", f"{pre}_set_num_threads{suf}"
+                if hasattr(lib, get) and hasattr(lib, set_):
+                    out.append((getattr(lib, get), getattr(lib, set_)))
+                    break
+            else:
+                continue
+            break
+    return out
 
 
 @contextlib.contextmanager
 def threads(n: int | None = 1):
-    """Run with ``n`` numba and torch threads, restoring the previous counts.
+    """Run with ``n`` numba, torch and OpenBLAS threads, restoring the previous counts.
 
     Figures default to one thread: their kernels are small and launched
     thousands of times (one per ODE stage), and on a small or loaded machine a
-    thread pool spends far more time synchronising than computing (measured:
-    68 s with 2 numba threads vs 3 s with one for the same KL solve on a busy
-    2-core machine; torch's MLP forward 5 ms vs 0.1 ms). ``n=None`` leaves them.
+    thread pool spends far more time synchronising than computing (measured on
+    a busy 2-core machine: 68 s with 2 numba threads vs 3 s with one for the
+    same KL solve; torch's MLP forward 5 ms vs 0.1 ms; a 1024 x 1024 eigh 3.7 s
+    with 2 OpenBLAS threads vs 0.4 s with one). ``n=None`` leaves them.
     """
     if n is None:
         yield
@@ -223,6 +256,9 @@ def threads(n: int | None = 1):
     if torch is not None:
         saved.append((torch.set_num_threads, torch.get_num_threads()))
         torch.set_num_threads(int(n))
+    for get, set_ in _openblas_controls():
+        saved.append((set_, int(get())))
+        set_(int(n))
     try:
         yield
     finally:

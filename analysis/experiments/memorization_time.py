@@ -116,12 +116,14 @@ def memorization_along_tau(target, n, p, seed=0):
                                    rtol=p["mem_rtol"], atol=p["mem_atol"])
         r = memorization_fraction(samples, x, ratio=p["mem_ratio"])
         frac[k], err[k] = r.value, r.error
-    # the empirical optimal score itself (the fully memorizing model) as reference
+    # references: the empirical optimal score (the fully memorizing model), and fresh
+    # draws from p_0 (what the criterion counts by chance for a perfect generalizer)
     emp = problem.data.score_fn(OU())
     samples = probability_flow(emp, xT, t_min=p["mem_t_min"], T=p["mem_T"], rtol=p["mem_rtol"],
                                atol=p["mem_atol"])
     ref = memorization_fraction(samples, x, ratio=p["mem_ratio"])
-    return taus, frac, err, float(ref.value), c.quadrature_check(problem)
+    chance = memorization_fraction(target.sample(p["mem_samples"], seed=2000 + seed), x, ratio=p["mem_ratio"])
+    return taus, frac, err, float(ref.value), c.quadrature_check(problem), float(chance.value)
 
 
 def compute(p: dict):
@@ -172,6 +174,7 @@ def compute(p: dict):
     data["mem_fraction"] = (("mem_n", "mem_tau"), np.array([r[1] for r in mem]))
     data["mem_fraction_error"] = (("mem_n", "mem_tau"), np.array([r[2] for r in mem]))
     data["mem_fraction_empirical_score"] = ("mem_n", np.array([r[3] for r in mem]))
+    data["mem_fraction_p0_samples"] = ("mem_n", np.array([r[5] for r in mem]))
     ds = xr.Dataset(data, coords={"n": ns, "seed": seeds, "tau": taus, "rank": np.arange(1, m + 1),
                                   "mem_n": list(p["mem_n"]), "mem_tau": mem[0][0]})
     attrs = {"figure": NAME, "target": f"two_modes(mu={p['mu']}, q1={p['q1']})", "m": m,
@@ -202,8 +205,9 @@ def summary(ds) -> dict:
         out[f"{name} vs n slope"] = s + (f" (expected {th:g})" if th is not None else "")
     for i, n in enumerate(ds.mem_n.values):
         f = ds.mem_fraction.values[i]
-        out[f"memorization fraction n={n}: first / max / last tau; empirical-score reference"] = (
-            float(f[0]), float(f.max()), float(f[-1]), float(ds.mem_fraction_empirical_score.values[i]))
+        out[f"memorization fraction n={n}: first / max / last tau; empirical score; p_0 samples"] = (
+            float(f[0]), float(f.max()), float(f[-1]), float(ds.mem_fraction_empirical_score.values[i]),
+            float(ds.mem_fraction_p0_samples.values[i]))
     return out
 
 
@@ -242,8 +246,8 @@ def plot(ds, stem):
         for i, n in enumerate(ns):
             sp = ds.spectrum.values[i, 0]
             sp = sp[np.isfinite(sp) & (sp > 0)]
-            ax.hist(np.log10(sp), bins=40, histtype="step", color=col[n], label=f"n={n}")
-        ax.set(xlabel=r"$\log_{10}$ eigenvalue of $H = G/m^2$", ylabel="count", yscale="log")
+            ax.plot(np.arange(1, sp.size + 1), sp, color=col[n], label=f"n={n}")
+        ax.set(xlabel="rank", ylabel=r"eigenvalue of $H = G/m^2$", xscale="log", yscale="log")
         ax.set_title(f"(c) kernel spectrum, m = {a['m']} (round-off eigenvalues clipped)", loc="left",
                      fontsize=7.5)
         ax.legend(ncol=3, fontsize=5.5)
@@ -253,8 +257,9 @@ def plot(ds, stem):
             P.band(ax, ds.mem_tau.values, f, f - e, f + e, label=f"RF flow, n={n}", marker="o",
                    color=P.COLORS[i])
             ax.axhline(ds.mem_fraction_empirical_score.values[i], color=P.COLORS[i], ls="--", lw=0.7)
+            ax.axhline(ds.mem_fraction_p0_samples.values[i], color=P.COLORS[i], ls=":", lw=0.7)
         ax.set(xscale="log", xlabel=r"training time $\tau$", ylabel="memorized fraction", ylim=(-0.02, 1.02))
-        ax.set_title("(d) samples with $d_1/d_2 < 1/3$ (dashed: empirical optimal score)", loc="left",
+        ax.set_title("(d) samples with $d_1/d_2 < 1/3$ (--: empirical score, : $p_0$ draws)", loc="left",
                      fontsize=7.5)
         ax.legend(fontsize=6)
         return P.save_figure(fig, ds, stem)

@@ -52,7 +52,7 @@ PRESETS = {
                  tau_hi=12.0, kl_tol=2e-2,
                  net=dict(_NET, epochs=3, n_checkpoints=3, width=32, optimizers={"adam": 1e-3})),
     "quick": dict(_BASE, mus=[1.5, 3.0, 6.0, 10.0, 15.0], main_mus=[3.0, 15.0], m=512, n_time=128,
-                  net=dict(_NET, epochs=50, n_checkpoints=5)),
+                  net=dict(_NET, epochs=200, n_checkpoints=5)),
     "full": dict(_BASE, mus=[1.5, 3.0, 4.5, 6.0, 7.5, 9.0, 12.0, 15.0], main_mus=[3.0, 15.0], m=2048,
                  n_time=256, per_decade=4, kl_tol=1e-3,
                  net=dict(_NET, epochs=2000, n_checkpoints=20)),

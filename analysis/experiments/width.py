@@ -144,7 +144,8 @@ def plot(ds, stem):
         ax.set(xscale="log", yscale="log", xlabel="width m", ylabel=r"training time $\tau$")
         ax.set_xscale("log", base=2)
         never = _never(ds)
-        ax.set_title("(c) time to reach the level" + ("" if not never else f" (never: m={never})"),
-                     loc="left", fontsize=8)
+        ax.set_title(f"(c) first time KL $\\leq$ {ds.attrs['kl_level']:g}, and $\\tau^*$", loc="left", fontsize=8)
+        if never:
+            ax.text(0.02, 0.02, f"never reaches it: m = {never}", transform=ax.transAxes, fontsize=6)
         ax.legend()
         return P.save_figure(fig, ds, stem)
