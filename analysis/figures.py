@@ -17,19 +17,31 @@ plotted and saved.
 """
 from __future__ import annotations
 
-import contextlib
 import importlib
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["FIGURES", "PRESET_NAMES", "Figure", "FigureRun", "get", "compute", "make", "make_all"]
+__all__ = ["FIGURES", "PRESET_NAMES", "Figure", "FigureRun", "get", "compute", "make", "make_all",
+           "threads", "write_snippet"]
 
 PRESET_NAMES = ("tiny", "quick", "full")
 
 #: numba/torch threads used while computing a figure (see :func:`threads`)
 _THREADS = [1]
+
+
+def threads(n: int | None = 1):
+    """Context: ``n`` numba, torch and OpenBLAS threads (:mod:`analysis.experiments._threads`)."""
+    from analysis.experiments._threads import threads as _threads
+    return _threads(n)
+
+
+def write_snippet(*args, **kwargs):
+    """The README snippet (:func:`analysis.experiments._report.write_snippet`)."""
+    from analysis.experiments._report import write_snippet as _write
+    return _write(*args, **kwargs)
 
 
 def set_threads(n: int | None) -> None:
@@ -195,77 +207,6 @@ def _worker_init():
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
-def _openblas_controls():
-    """``(get, set)`` ctypes pairs of every OpenBLAS loaded in this process (numpy's
-    and scipy's own copies), found in /proc/self/maps; empty where unavailable.
-    (threadpoolctl does this generally; it is not a dependency of rfdiff.)"""
-    import ctypes
-
-    out = []
-    try:
-        with open("/proc/self/maps") as f:
-            libs = sorted({ln.split()[-1] for ln in f if "openblas" in ln.lower() and ".so" in ln})
-    except OSError:
-        return out
-    for path in libs:
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
-        for pre in ("scipy_openblas", "openblas"):
-            for suf in ("64_", ""):
-                get, set_ = f"{pre}_get_num_threads{suf}", f"{pre}_set_num_threads{suf}"
-                if hasattr(lib, get) and hasattr(lib, set_):
-                    out.append((getattr(lib, get), getattr(lib, set_)))
-                    break
-            else:
-                continue
-            break
-    return out
-
-
-@contextlib.contextmanager
-def threads(n: int | None = 1):
-    """Run with ``n`` numba, torch and OpenBLAS threads, restoring the previous counts.
-
-    Figures default to one thread: their kernels are small and launched
-    thousands of times (one per ODE stage), and on a small or loaded machine a
-    thread pool spends far more time synchronising than computing (measured on
-    a busy 2-core machine: 68 s with 2 numba threads vs 3 s with one for the
-    same KL solve; torch's MLP forward 5 ms vs 0.1 ms; a 1024 x 1024 eigh 3.7 s
-    with 2 OpenBLAS threads vs 0.4 s with one). ``n=None`` leaves them.
-    """
-    if n is None:
-        yield
-        return
-    import sys
-
-    saved = []
-    try:
-        import numba
-        saved.append((numba.set_num_threads, numba.get_num_threads()))
-        numba.set_num_threads(min(int(n), numba.config.NUMBA_NUM_THREADS))
-    except ImportError:
-        pass
-    torch = sys.modules.get("torch")
-    if torch is None:
-        try:
-            import torch
-        except ImportError:
-            torch = None
-    if torch is not None:
-        saved.append((torch.set_num_threads, torch.get_num_threads()))
-        torch.set_num_threads(int(n))
-    for get, set_ in _openblas_controls():
-        saved.append((set_, int(get())))
-        set_(int(n))
-    try:
-        yield
-    finally:
-        for setter, value in saved:
-            setter(value)
-
-
 def _worker_make(name, preset, out, root, n_threads=1):
     from rfdiff.cache import Cache
 
@@ -375,101 +316,3 @@ def run_figures(args) -> int:
                              runs=runs)
         print(f"  -> {path}")
     return 0
-
-
-def write_snippet(preset, out, path, *, cache=None, wall_seconds=None, runs=None, image_dir=None) -> Path:
-    """A markdown snippet for the README: the figure list and the exponent table of
-    ``scaling`` and ``memorization-time``. Images are linked as
-    ``<image_dir>/<stem>.png`` (default: ``out`` as given, i.e. relative to the
-    directory the command runs in, the repository root for the README)."""
-    import numpy as np
-
-    path = Path(path)
-    rel = Path(image_dir if image_dir is not None else out).as_posix()
-    lines = [f"### Figures (`rfdiff figures --{preset}`)", ""]
-    if wall_seconds is not None:
-        import platform
-        lines += [f"Made in {wall_seconds:.0f} s wall on {os.cpu_count()} CPU cores ({platform.machine()}); "
-                  "a rerun reads every figure from the cache.", ""]
-    for name in FIGURES:
-        fig = get(name)
-        stem = name.replace("-", "_") + ("" if preset == "quick" else f"_{preset}")
-        doc = (fig.module.__doc__ or "").strip().splitlines()[0]
-        lines += [f"**{name}** — {doc.split(': ', 1)[-1]}", "",
-                  f"![{name}]({rel}/{stem}.png)", ""]
-    ds, _, _ = compute("scaling", preset, cache=cache)
-    from analysis.experiments.scaling import exponent_table
-
-    lines += ["#### Measured exponents vs theory", "",
-              "| quantity | measured slope [95% bootstrap CI] | bound, minimised in SymPy | slide (seed 000) "
-              "| bound's exponent in the CI? |",
-              "|---|---|---|---|---|"]
-    for r in exponent_table(ds):
-        inside = "yes" if r["ci_low"] <= r["theory_bound"] <= r["ci_high"] else "**no**"
-        lines.append(f"| {r['quantity']} | {r['slope']:.2f} [{r['ci_low']:.2f}, {r['ci_high']:.2f}] | "
-                     f"{_frac(r['theory_bound'])} | {r['slide']} | {inside} |")
-    dm, _, _ = compute("memorization-time", preset, cache=cache)
-    a = dm.attrs
-    for name, th, what in (("tau_gen", 0.0, "half-descent"), ("tau_mem", 1.0, "half-rise"),
-                           ("tau_min", None, "argmin")):
-        s, lo, hi = (a[f"fit_{name}_vs_n_{k}"] for k in ("slope", "ci_low", "ci_high"))
-        cell = f"{s:.2f} [{lo:.2f}, {hi:.2f}]" if np.isfinite(s) else "n/a (no rise on the grid)"
-        ref = "—" if th is None else f"{th:g} (Bonnaire et al. 2025)"
-        inside = "—" if th is None or not np.isfinite(s) else ("yes" if lo <= th <= hi else "**no**")
-        lines.append(f"| {name} ({what} of the population loss) vs n, one noise level t = {a['t_level']:g} "
-                     f"| {cell} | — | {ref} | {inside} |")
-    lines += ["", "The bound bounds KL from above: a KL decaying faster than n^(-2/5) is consistent with "
-              "it. Its tau_es ~ n^(2/5) minimises the bound, it is not a statement about the minimiser "
-              "of the actual KL; the measured tau* grows much faster, in either time unit.", ""]
-    lines += _headlines(preset, cache)
-    lines += ["", "Seeds per point, sizes and every setting are in the `.nc` files' `provenance` "
-              "attribute (next to each PNG, with the PDF).", ""]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    from rfdiff.io import atomic_path
-    with atomic_path(path) as tmp:
-        Path(tmp).write_text("\n".join(lines), encoding="utf-8")
-    return path
-
-
-def _headlines(preset, cache) -> list[str]:
-    """A few numbers of kl-dynamics and modes-shift for the README."""
-    import numpy as np
-
-    out = ["#### Headline numbers", ""]
-    ds, _, _ = compute("kl-dynamics", preset, cache=cache)
-    a = ds.attrs
-    out.append(f"- kl-dynamics (RF, m = {a['model_m']}, n = {a['score_matching_n']}, mu = 3): "
-               f"tau* = {a['ode_tau_star']:.3g}, KL_ODE(tau*) = {a['ode_kl_star']:.4f} "
-               f"+- {a['ode_kl_star_error']:.4f} (interior minimum: {'yes' if a['ode_interior'] else 'no'}; "
-               f"KL at the last tau {a['ode_kl_final']:.3g}); SDE KL minimum {a['sde_kl_star']:.4f} "
-               f"(interior: {'yes' if a['sde_interior'] else 'no'}).")
-    for opt in ds.optimizer.values:
-        out.append(f"- Swish net, {opt}: lowest mean KL {a[f'net_best_kl_{opt}']:.3f} at epoch "
-                   f"{a[f'net_best_epoch_{opt}']} of {int(ds.epoch.values.max())} (3 seeds).")
-    dm, _, _ = compute("modes-shift", preset, cache=cache)
-    b = dm.attrs
-    if "rf_verdict_paper_observation_holds" in b:
-        r3, r15 = (dm.sel(mu=m) for m in (3.0, 15.0))
-        out.append(f"- modes-shift, RF flow: tau*(mu=15) = {float(r15.tau_star):.3g} vs tau*(mu=3) = "
-                   f"{float(r3.tau_star):.3g}; late KL / best KL for mu = 15: "
-                   f"{float(r15.kl_ode[-1]):.3g} / {float(r15.kl_star):.3g}; modes at the end: "
-                   f"{b['rf_verdict_late_n_modes_mu15']}, lighter side's mass {b['rf_verdict_late_lighter_mass_mu15']:.2f}. "
-                   f"Paper's observation (best early, then collapse to one mode) holds: "
-                   f"{'yes' if b['rf_verdict_paper_observation_holds'] else '**no**'}.")
-    for k, v in b.items():
-        if k.startswith("net_verdict_") and k.endswith("paper_observation_holds"):
-            opt = k[len("net_verdict_"):].split("_")[0]
-            out.append(f"- modes-shift, Swish ({opt}): observation holds: {'yes' if v else '**no**'} "
-                       f"(best epoch mu=15: {b.get(f'net_verdict_{opt}_best_epoch_mu15')}, mu=3: "
-                       f"{b.get(f'net_verdict_{opt}_best_epoch_mu3')}).")
-        elif k.startswith("net_verdict_") and k.endswith("_note"):
-            opt = k[len("net_verdict_"):].split("_")[0]
-            out.append(f"- modes-shift, Swish ({opt}, not tuned): {v}")
-    return out
-
-
-def _frac(x) -> str:
-    from fractions import Fraction
-
-    f = Fraction(float(x)).limit_denominator(20)
-    return f"{float(x):+.3g} ({f})"
