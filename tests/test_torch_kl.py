@@ -13,14 +13,6 @@ from rfdiff import torch as rft  # noqa: E402
 from test_torch_train import numpy_mlp_score  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_kl_of_trained_network_matches_numpy_evaluation():
     """KL-vs-step of a Swish net through the training callback (torch under the hood)
     equals kl_ode of the same weights evaluated by an independent numpy implementation."""

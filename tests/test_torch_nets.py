@@ -8,14 +8,6 @@ import rfdiff as rf  # noqa: E402
 from rfdiff import torch as rft  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _zt(k=5, d=1, seed=0):
     rng = np.random.default_rng(seed)
     return torch.tensor(rng.standard_normal((k, d))), torch.tensor(rng.uniform(1e-2, 4.0, k))

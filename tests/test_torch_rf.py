@@ -11,16 +11,6 @@ from rfdiff.features import ACTIVATIONS  # noqa: E402
 RECORD = [0, 1, 10, 100, 1000, 10_000]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # These problems are tiny and overhead-bound; with 2 intra-op threads on a
-    # loaded 2-core machine MKL's small GEMMs spin and run 20x slower.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _problem(kind, m=32, n=20, seed=0):
     rng = np.random.default_rng(seed)
     if kind == "rows2d":

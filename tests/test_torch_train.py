@@ -9,14 +9,6 @@ from rfdiff import torch as rft  # noqa: E402
 from rfdiff.features import TimeEmbedding, activation, activation_derivative  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)          # tiny problems: threads only add overhead (and contention)
-    yield
-    torch.set_num_threads(n)
-
-
 def _data(n=20, d=1, seed=0):
     rng = np.random.default_rng(seed)
     return rng.standard_normal((n, d)) + 2.0 * np.sign(rng.standard_normal((n, 1)))
