@@ -48,7 +48,7 @@ def parse_taus(spec: str) -> np.ndarray:
 def _params(args) -> dict:
     params = dict(DEFAULTS)
     if args.config:
-        import tomllib
+        from .sweep.config import tomllib     # tomllib, or tomli on Python 3.10
 
         try:
             table = tomllib.loads(Path(args.config).read_text()).get("trajectory")
