@@ -3,9 +3,6 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
-likelihood = pytest.importorskip("rfdiff.likelihood")
-if not hasattr(likelihood, "kl_ode"):
-    pytest.skip("rfdiff.likelihood.kl_ode not available", allow_module_level=True)
 
 import rfdiff as rf  # noqa: E402
 from rfdiff import torch as rft  # noqa: E402
