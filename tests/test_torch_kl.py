@@ -17,7 +17,7 @@ def test_kl_of_trained_network_matches_numpy_evaluation():
     kw = dict(t_min=1e-2, T=4.0, tol=1e-5)
 
     def kl(step, score):
-        return likelihood.kl_ode(score, target, proc, **kw)
+        return rf.kl_ode(score, target, proc, **kw)
     net = rft.MLPScore(dim=1, width=32, activation="swish", seed=0)
     hist = rft.train(net, target.sample(200, seed=0), proc, kw["t_min"], kw["T"], lr=0.5, steps=400,
                      batch_size=50, checkpoints=[0, 400], on_checkpoint=kl, progress=False)
