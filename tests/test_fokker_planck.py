@@ -6,44 +6,13 @@ from hypothesis import strategies as st
 from scipy.integrate import solve_ivp
 
 import rfdiff as rf
+from _references import kl_gauss, mixture_score, sde_generated_gaussian
 from rfdiff._batch import make_batch
 from rfdiff.fokker_planck import (FPGrid, _be_step, kl_sde, kl_sde_path, sde_density,
                                   solve_fokker_planck, time_steps)
 from rfdiff.likelihood import ConvergenceError, kl_ode
 
 OU = rf.OU()
-
-
-def kl_gauss(m1, v1, m2, v2):
-    return 0.5 * (v1 / v2 + (m1 - m2) ** 2 / v2 - 1.0 + np.log(v2 / v1))
-
-
-def sde_generated_gaussian(mu, s2, t_min, T):
-    """p_0 = N(mu, s2), exact score s = -(x - a mu)/v under OU; the reverse SDE
-    from N(0, 1) at T keeps q Gaussian with mean m and variance P solving
-    dm/dt = -m + 2 (m - a mu)/v, dP/dt = -2 (1 - 2/v) P - 2 (t decreasing)."""
-    v = lambda t: 1.0 + np.exp(-2 * t) * (s2 - 1.0)  # noqa: E731
-
-    def rhs(t, y):
-        m, P = y
-        return [-m + 2 * (m - np.exp(-t) * mu) / v(t), -2 * (1 - 2 / v(t)) * P - 2]
-    sol = solve_ivp(rhs, (T, t_min), [0.0, 1.0], method="DOP853", rtol=1e-13, atol=1e-15)
-    return sol.y[0, -1], sol.y[1, -1]
-
-
-def mixture_score(weights, means, variances):
-    w, m, v0 = (np.asarray(a, dtype=float) for a in (weights, means, variances))
-
-    def s(z, t):
-        z = np.asarray(z, float).reshape(-1, 1)
-        t = np.asarray(t, float).reshape(-1, 1)
-        a = np.exp(-t)
-        var = a * a * v0 - np.expm1(-2 * t)
-        lg = np.log(w) - 0.5 * (z - a * m) ** 2 / var - 0.5 * np.log(var)
-        r = np.exp(lg - lg.max(1, keepdims=True))
-        r /= r.sum(1, keepdims=True)
-        return (r * (-(z - a * m) / var)).sum(1)[:, None]
-    return rf.as_score(s)
 
 
 def test_gaussian_exact_score_matches_analytic():

@@ -4,42 +4,11 @@ import pytest
 from scipy.integrate import quad
 
 import rfdiff as rf
+from _references import kl_gauss, mixture_score, ode_generated_gaussian
 from rfdiff.likelihood import (ConvergenceError, generated_density, kl_ode, kl_ode_path,
                                log_density_ode)
 
 OU = rf.OU()
-
-
-def kl_gauss(m1, v1, m2, v2):
-    return 0.5 * (v1 / v2 + (m1 - m2) ** 2 / v2 - 1.0 + np.log(v2 / v1))
-
-
-def ode_generated_gaussian(mu, s2, t_min, T):
-    """p_0 = N(mu, s2), exact score under OU: the flow map is the affine map that
-    takes p_T = N(a_T mu, v_T) to p_tmin = N(a mu, v); pushing pi = N(0, 1) back gives
-    N(a_tmin mu - r a_T mu, r^2), r = sqrt(v_tmin / v_T)."""
-    a = lambda t: np.exp(-t)  # noqa: E731
-    v = lambda t: a(t) ** 2 * s2 + 1.0 - a(t) ** 2  # noqa: E731
-    r = np.sqrt(v(t_min) / v(T))
-    return a(t_min) * mu - r * a(T) * mu, r * r
-
-
-def mixture_score(weights, means, variances):
-    """Closed-form 1D Gaussian-mixture score and its z-derivative under OU (numpy)."""
-    w, m, v0 = (np.asarray(a, dtype=float) for a in (weights, means, variances))
-
-    def parts(z, t):
-        z = np.asarray(z, float).reshape(-1, 1)
-        t = np.asarray(t, float).reshape(-1, 1)
-        a = np.exp(-t)
-        var = a * a * v0 - np.expm1(-2 * t)
-        lg = np.log(w) - 0.5 * (z - a * m) ** 2 / var - 0.5 * np.log(var)
-        r = np.exp(lg - lg.max(1, keepdims=True))
-        r /= r.sum(1, keepdims=True)
-        g = -(z - a * m) / var
-        s = (r * g).sum(1)
-        return s, (r * (-1.0 / var)).sum(1) + (r * (g - s[:, None]) ** 2).sum(1)
-    return rf.as_score(lambda z, t: parts(z, t)[0][:, None], lambda z, t: parts(z, t)[1])
 
 
 def kl_prior_quad(target, T):

@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 from scipy import stats
-from scipy.integrate import solve_ivp
 
 import rfdiff as rf
+from _references import ode_generated_gaussian, sde_generated_gaussian
 from rfdiff.likelihood import generated_density
 from rfdiff.samplers import (euler_maruyama, heun, prior_noise, probability_flow, time_schedule)
 
@@ -22,20 +22,11 @@ def gaussian_score():
 
 
 def ode_law():
-    a = lambda t: np.exp(-t)  # noqa: E731
-    v = lambda t: a(t) ** 2 * S2 + 1 - a(t) ** 2  # noqa: E731
-    r = np.sqrt(v(T_MIN) / v(T))
-    return a(T_MIN) * MU - r * a(T) * MU, r * r
+    return ode_generated_gaussian(MU, S2, T_MIN, T)
 
 
 def sde_law():
-    v = lambda t: 1.0 + np.exp(-2 * t) * (S2 - 1.0)  # noqa: E731
-
-    def rhs(t, y):
-        m, P = y
-        return [-m + 2 * (m - np.exp(-t) * MU) / v(t), -2 * (1 - 2 / v(t)) * P - 2]
-    sol = solve_ivp(rhs, (T, T_MIN), [0.0, 1.0], method="DOP853", rtol=1e-12, atol=1e-14)
-    return sol.y[0, -1], sol.y[1, -1]
+    return sde_generated_gaussian(MU, S2, T_MIN, T, rtol=1e-12, atol=1e-14)
 
 
 def ks_pvalue(x, mean, var):
