@@ -29,7 +29,7 @@ import math
 import numba
 import numpy as np
 
-from ._batch import KinkOrder, RFBatch
+from ._batch import KinkOrder, RFBatch, _count_lt
 from ._numba import twins
 
 
@@ -80,17 +80,8 @@ def _kernel_impl(xa, xb, va, vb, h, ua, ta, tb, g2a, g2b, cw, w, ba, bm, bb,
             lo = min(x0, x1)
             hi = max(x0, x1)
             pad = 0.25 * (hi - lo) + ext
-            # first kink >= lo - pad
-            left, right = 0, nz
-            target = lo - pad
-            while left < right:
-                mid = (left + right) >> 1
-                if zs[mid] < target:
-                    left = mid + 1
-                else:
-                    right = mid
             acc = 0.0
-            r = left
+            r = _count_lt(zs, lo - pad)               # first kink >= lo - pad
             while r < nz and zs[r] <= hi + pad:
                 j = js[r]
                 r += 1
