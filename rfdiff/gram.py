@@ -122,19 +122,22 @@ def relu_exact_1d(model, target, process, t_nodes, omega):
 
 
 def accumulate_rows(model, row_chunks, backend: Backend):
-    """``G = sum Phi^T diag(w) Phi`` and ``C = sum (w y)^T Phi`` over chunks of rows.
+    """``G = sum Phi^T diag(w) Phi``, ``C = sum (w y)^T Phi`` and the target's
+    second moment ``c0 = sum w |y|^2``, in one pass over chunks of rows.
 
     Each chunk is ``(z (R, d), t (scalar or (R,)), w (R,), y (R, d))``.
     """
     xp = backend.xp
     G = xp.zeros((model.m, model.m))
     C = xp.zeros((model.dim, model.m))
+    c0 = 0.0
     for z, t, wts, y in row_chunks:
         phi = backend.asarray(model.features(z, t))
         wphi = phi * backend.asarray(wts)[:, None]
         G += phi.T @ wphi
         C += backend.asarray(y).T @ wphi
-    return backend.to_numpy(0.5 * (G + G.T)), backend.to_numpy(C)
+        c0 += float(np.sum(wts * np.sum(y * y, axis=1)))
+    return backend.to_numpy(0.5 * (G + G.T)), backend.to_numpy(C), c0
 
 
 def mass_panels(target, t, process, sigma, z_density, max_panels=20_000):

@@ -162,9 +162,16 @@ class ScoreMatching:
         return z, t, w, y
 
     def _gram_cross(self, target, backend="numpy"):
+        """``(G, C, c0)``; ``c0 = avg_t lambda E_{p_t}|y|^2`` comes from the same rows
+        (grid/rows methods; ``None`` for ``relu_exact``, see :meth:`_c0`)."""
         if self.method == "relu_exact":
-            return relu_exact_1d(self.model, target, self.process, self.t_nodes, self.omega)
+            G, C = relu_exact_1d(self.model, target, self.process, self.t_nodes, self.omega)
+            return G, C, None
         return accumulate_rows(self.model, self._rows(target), get_backend(backend))
+
+    def _c0(self, target, c0_rows):
+        """The rows' ``c0``, or (``relu_exact``) the expectation-node quadrature."""
+        return self._c0_nodes(target) if c0_rows is None else c0_rows
 
     def _c0_nodes(self, target, order=40):
         """``avg_t lambda E_{p_t}|y|^2`` by the target's expectation nodes."""
@@ -175,20 +182,15 @@ class ScoreMatching:
             total += om * float(w @ np.sum(y * y, axis=1))
         return total
 
-    def _c0_rows(self, target):
-        return float(sum(np.sum(w * np.sum(y * y, axis=1)) for _, _, w, y in self._rows(target)))
-
     @cached_property
     def train_form(self) -> QuadraticForm:
         """The training loss as a :class:`QuadraticForm` (``c0`` per ``objective``)."""
-        G, C = self._gram_cross(self.data)
+        G, C, c0_rows = self._gram_cross(self.data)
         d = self.model.dim
         if self.objective == "dsm":
             c0 = float(np.sum(self.omega * d / self.process.sigma2(self.t_nodes)))
-        elif self.method == "relu_exact":
-            c0 = self._c0_nodes(self.data, order=40)
         else:
-            c0 = self._c0_rows(self.data)
+            c0 = self._c0(self.data, c0_rows)
         return QuadraticForm(G, C, c0, self._info(self.objective))
 
     def quadratic_form(self, target=None) -> QuadraticForm:
@@ -197,8 +199,8 @@ class ScoreMatching:
             return self.train_form
         if getattr(target, "dim", None) != self.model.dim:
             raise ValueError(f"target must have dim {self.model.dim}")
-        G, C = self._gram_cross(target)
-        c0 = self._c0_nodes(target) if self.method == "relu_exact" else self._c0_rows(target)
+        G, C, c0_rows = self._gram_cross(target)
+        c0 = self._c0(target, c0_rows)
         return QuadraticForm(G, C, c0, self._info("population"))
 
     def flow(self, A0=None, backend="numpy", rcond=None, dtype=np.float64) -> Flow:
