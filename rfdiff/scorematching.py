@@ -170,17 +170,14 @@ class ScoreMatching:
         return accumulate_rows(self.model, self._rows(target), get_backend(backend))
 
     def _c0(self, target, c0_rows):
-        """The rows' ``c0``, or (``relu_exact``) the expectation-node quadrature."""
-        return self._c0_nodes(target) if c0_rows is None else c0_rows
-
-    def _c0_nodes(self, target, order=40):
-        """``avg_t lambda E_{p_t}|y|^2`` by the target's expectation nodes."""
-        total = 0.0
-        for t, om in zip(self.t_nodes, self.omega):
-            z, w = target.expectation_nodes(t, self.process, order=order)
-            y = target.score(z, t, self.process)
-            total += om * float(w @ np.sum(y * y, axis=1))
-        return total
+        """``avg_t lambda E_{p_t}|y|^2``: the rows' value, or (``relu_exact``, which
+        has no rows) the same sum over the grid method's z-rows (Gauss-Legendre
+        panels over the mass of ``p_t``; the target's own Gauss-Hermite nodes
+        converge slowly for the score of a mixture, whose square is not polynomial)."""
+        if c0_rows is not None:
+            return c0_rows
+        rows = grid_rows_1d(target, self.process, self.t_nodes, self.omega, self.z_density, self.z_order)
+        return float(sum(np.sum(w * np.sum(y * y, axis=1)) for _, _, w, y in rows))
 
     @cached_property
     def train_form(self) -> QuadraticForm:

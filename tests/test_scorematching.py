@@ -16,26 +16,59 @@ def _rel(a, b):
     return np.linalg.norm(a - b) / np.linalg.norm(b)
 
 
-def test_relu_exact_gram_matches_direct_quadrature_at_one_time():
-    """Exact ReLU E[phi phi^T] vs scipy quad of the integrand at one noise level."""
+def _with_weights(model, W):
+    """``model`` with its input weights replaced (test-only: the model is frozen)."""
+    W = np.array(W, dtype=np.float64).reshape(model.m, 1)
+    W.flags.writeable = False
+    object.__setattr__(model, "W", W)
+    return model
+
+
+@pytest.mark.parametrize("zero_w", [False, True])
+def test_relu_exact_gram_matches_direct_quadrature_at_one_time(zero_w):
+    """Exact ReLU E[phi phi^T] and E[y phi] vs scipy quad of the integrands at one
+    noise level, every pair: both W > 0, both W < 0, mixed signs and (zero_w)
+    W = 0 features, active everywhere (b > 0) or nowhere (b < 0)."""
     from scipy.integrate import quad
     sm, target = _sm(m=6, n=20)
-    one = rf.ScoreMatching.single_level(sm.model, sm.data.x, t=0.05)
-    form = one.train_form
     t, lam = 0.05, rf.OU().sigma2(0.05)
+    W = np.array([0.8, -1.1, 0.5, 0.6, 1.3, -0.9])
+    if zero_w:
+        b = sm.model.bias(t)
+        assert b.max() > 0 > b.min()
+        W[np.argmax(b)] = W[np.argmin(b)] = 0.0
+    model = _with_weights(rf.RandomFeatureScore(m=6, seed=1), W)
+    assert (W > 0).sum() >= 2 and (W < 0).sum() >= 2
+    form = rf.ScoreMatching.single_level(model, sm.data.x, t=t).train_form
     p = lambda z: np.exp(sm.data.log_pt(np.array([[z]]), t, rf.OU()))[0]
     s = lambda z: sm.data.score(np.array([[z]]), t, rf.OU())[0, 0]
-    phi = lambda z: sm.model.features(np.array([[z]]), t)[0]
-    kinks = sorted(-sm.model.bias(t) / sm.model.W[:, 0])
+    phi = lambda z: model.features(np.array([[z]]), t)[0]
+    kinks = sorted(-model.bias(t)[W != 0] / W[W != 0])
     pts = sorted(set(kinks + list(3.0 * np.sign(sm.data.x[:, 0]) * np.exp(-t))))
-    for j, k in [(0, 0), (0, 3), (2, 5), (4, 4)]:
-        ref = quad(lambda z: phi(z)[j] * phi(z)[k] * p(z), -12, 12, points=pts, limit=500,
-                   epsabs=1e-13, epsrel=1e-12)[0]
-        assert form.gram[j, k] == pytest.approx(lam * ref, rel=1e-9, abs=1e-13)
+    for j in range(6):
+        for k in range(j, 6):
+            ref = quad(lambda z: phi(z)[j] * phi(z)[k] * p(z), -12, 12, points=pts, limit=500,
+                       epsabs=1e-13, epsrel=1e-12)[0]
+            assert form.gram[j, k] == pytest.approx(lam * ref, rel=1e-9, abs=1e-13), (j, k)
+            assert form.gram[k, j] == form.gram[j, k]
     for j in range(6):
         ref = quad(lambda z: s(z) * phi(z)[j] * p(z), -12, 12, points=pts, limit=500,
                    epsabs=1e-13, epsrel=1e-12)[0]
         assert form.cross[0, j] == pytest.approx(lam * ref, rel=1e-8, abs=1e-12)
+
+
+def test_relu_exact_gram_parallel_kernel_matches_grid_quadrature():
+    """m >= 256 takes the parallel tiled kernel (tiles of 16, a partial last tile):
+    against the grid method on a fine z-grid at the same time nodes."""
+    target = rf.two_modes(mu=3.0)
+    x = target.sample(100, seed=0)
+    model = rf.RandomFeatureScore(m=263, seed=3)
+    kw = dict(n_time=6)
+    for tgt in (None, target):
+        exact = rf.ScoreMatching(model, x, **kw).quadratic_form(tgt)
+        grid = rf.ScoreMatching(model, x, method="grid", z_density=32.0, **kw).quadratic_form(tgt)
+        assert _rel(exact.gram, grid.gram) < 1e-6
+        assert _rel(exact.cross, grid.cross) < 1e-6
 
 
 def test_grid_method_converges_to_relu_exact_at_second_order():
@@ -119,3 +152,25 @@ def test_bad_data():
         rf.ScoreMatching(model, np.zeros((0, 1)))
     with pytest.raises(ValueError, match="1D only"):
         rf.ScoreMatching(rf.RandomFeatureScore(m=4, dim=2), np.zeros((3, 2)), method="grid")
+
+
+@pytest.mark.parametrize("t", [1e-3, 1.0])
+def test_population_form_at_one_time_matches_direct_quadrature(t):
+    """Population form of a two-mode mixture (component std 1 >> sigma_t at small t):
+    the grid rows must cover the mass between a component's nodes (they once
+    skipped it), the exact form's c0 must be converged (Gauss-Hermite was 4e-4 off)."""
+    from scipy.integrate import quad
+    target, P = rf.two_modes(mu=3.0), rf.OU()
+    x = target.sample(50, seed=0)
+    model = rf.RandomFeatureScore(m=40, seed=3)
+    p = lambda u: np.exp(target.log_pt(np.array([[u]]), t, P))[0]
+    y2 = lambda u: target.score(np.array([[u]]), t, P)[0, 0] ** 2
+    ref_c0 = P.sigma2(t) * quad(lambda u: p(u) * y2(u), -15, 15, points=[-3, 0, 3], epsabs=1e-15,
+                                epsrel=1e-13, limit=500)[0]
+    exact = rf.ScoreMatching.single_level(model, x, t=t).quadratic_form(target)
+    grid = rf.ScoreMatching.single_level(model, x, t=t, method="grid", z_density=16.0).quadratic_form(target)
+    assert exact.c0 == pytest.approx(ref_c0, rel=1e-11)
+    assert grid.c0 == pytest.approx(ref_c0, rel=1e-11)
+    # the grid is second order at the ReLU kinks: ~1e-6 here (the old gap bug: 0.5)
+    assert _rel(grid.gram, exact.gram) < 1e-5
+    assert _rel(grid.cross, exact.cross) < 1e-5
