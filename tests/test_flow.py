@@ -167,6 +167,23 @@ def test_population_loss_closed_form_matches_monte_carlo():
     assert se < 0.01 * mc
 
 
+def test_population_loss_is_the_population_form_at_the_flow_params():
+    """The flow's population loss at k taus equals the population quadratic form's
+    loss at ``params(tau)``, also with A0 outside the rows' span (sample-space form)."""
+    two_d = rf.GaussianMixture([0.5, 0.5], np.array([[1.0, 1.0], [-1.0, -1.0]]), np.ones(2))
+    for tgt, m, n in ((rf.two_modes(mu=2.0), 24, 30), (two_d, 64, 3)):
+        dim = tgt.dim
+        x = tgt.sample(n, seed=0)
+        sm = rf.ScoreMatching(rf.RandomFeatureScore(m=m, dim=dim, seed=1), x, n_time=4, n_eps=2,
+                              n_rows_population=256)
+        A0 = np.random.default_rng(2).standard_normal((dim, m))
+        flow = sm.flow(A0=A0)
+        taus = np.array([0.0, 3.0, 1e3, np.inf])
+        ref = sm.quadratic_form(tgt).loss(flow.params(taus))
+        np.testing.assert_allclose(flow.population_loss(taus, tgt), ref, rtol=1e-10)
+        assert flow.population_loss(3.0, tgt) == pytest.approx(ref[1], rel=1e-10)
+
+
 def test_bad_taus_and_shapes():
     form, *_ = _random_form()
     flow = Flow.from_gram(form)
