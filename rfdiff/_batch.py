@@ -275,7 +275,7 @@ def _relu_kernel_impl(kp, jp, kn, jn, A, w, bias, z, const, inv_m, s, div):
 
 _relu_serial, _relu_parallel = twins(_relu_kernel_impl)
 #: below this much work (scores x (features + points)) the kernel runs serially
-PARALLEL_MIN_WORK = 1 << 20
+PARALLEL_MIN_WORK = 1 << 16
 
 
 def _relu_kernel(kp, jp, kn, jn, A, w, bias, z, const, inv_m, s, div):

@@ -67,51 +67,54 @@ def _bernoulli(z):
     return z / math.expm1(z)
 
 
-def _be_step_impl(q, s, faces, dist, width, f, g2, dr):
+def _be_step_impl(q, s, faces, dist, width, f, g2, dr, cprime):
     """One backward-Euler step of the Scharfetter-Gummel scheme, in place.
 
     ``q`` (B, N) cell values, ``s`` (B, N-1) scores at the interior faces,
-    ``dist`` (N-1) centre-to-centre distances, ``width`` (N) cell widths. The
-    system is ``(H + dr A) q_new = H q_old`` with ``H = diag(width)``: its
-    columns sum to the cell widths (mass), its off-diagonals are <= 0.
+    ``dist`` (N-1) centre-to-centre distances, ``width`` (N) cell widths,
+    ``cprime`` (B, N) workspace. The system is ``(H + dr A) q_new = H q_old``
+    with ``H = diag(width)``: its columns sum to the cell widths (mass), its
+    off-diagonals are <= 0 (column diagonally dominant: the Thomas algorithm
+    needs no pivoting). The tridiagonal rows are built face by face inside the
+    forward sweep; one division per cell.
     """
     B, N = q.shape
     D = 0.5 * g2
     for b in numba.prange(B):
-        diag = width.copy()
-        upper = np.zeros(N)
-        lower = np.zeros(N)
-        rhs = q[b]
+        x = q[b]
+        cp = cprime[b]
+        low = 0.0               # -c B(-P) of the face left of cell i (row i's sub-diagonal)
+        left = 0.0              # c B(P) of that face (its share of row i's diagonal)
+        prev = 0.0              # d'_{i-1}
         for i in range(N):
-            rhs[i] *= width[i]
-        for i in range(N - 1):
-            d = dist[i]
-            c = dr * D / d
-            P = (-f * faces[i] + g2 * s[b, i]) * d / D
-            bp = _bernoulli(P)
-            bm = bp + P                      # B(-P) = B(P) + P
-            diag[i] += c * bm
-            upper[i] = -c * bp
-            diag[i + 1] += c * bp
-            lower[i + 1] = -c * bm
-        # Thomas algorithm (column diagonally dominant: no pivoting needed)
-        for i in range(1, N):
-            m = lower[i] / diag[i - 1]
-            diag[i] -= m * upper[i - 1]
-            rhs[i] -= m * rhs[i - 1]
-        rhs[N - 1] /= diag[N - 1]
+            diag = width[i] + left
+            up = 0.0
+            if i < N - 1:
+                d = dist[i]
+                c = dr * D / d
+                P = (-f * faces[i] + g2 * s[b, i]) * d / D
+                bp = _bernoulli(P)
+                diag += c * (bp + P)            # B(-P) = B(P) + P
+                up = -c * bp
+                next_low, left = -c * (bp + P), c * bp
+            inv = 1.0 / (diag - low * cp[i - 1]) if i > 0 else 1.0 / diag
+            cp[i] = up * inv
+            prev = (x[i] * width[i] - low * prev) * inv
+            x[i] = prev
+            if i < N - 1:
+                low = next_low
         for i in range(N - 2, -1, -1):
-            rhs[i] = (rhs[i] - upper[i] * rhs[i + 1]) / diag[i]
+            x[i] -= cp[i] * x[i + 1]
 
 
 _be_step_serial, _be_step_parallel = twins(_be_step_impl)
 #: below this many cell updates a step runs serially (thread start-up costs more)
-PARALLEL_MIN_WORK = 1 << 20
+PARALLEL_MIN_WORK = 1 << 16
 
 
-def _be_step(q, s, grid, f, g2, dr):
+def _be_step(q, s, grid, f, g2, dr, work):
     kernel = _be_step_parallel if q.size >= PARALLEL_MIN_WORK and q.shape[0] > 1 else _be_step_serial
-    kernel(q, s, grid.faces, grid.dist, grid.widths, f, g2, dr)
+    kernel(q, s, grid.faces, grid.dist, grid.widths, f, g2, dr, work)
 
 
 class FPGrid:
@@ -183,11 +186,12 @@ def solve_fokker_planck(batch: ScoreBatch, process, t_min: float, T: float, grid
     q = np.repeat(q0[None], batch.n, axis=0)
     t = time_steps(process, t_min, T, n_steps)
     faces = grid.faces[:, None]
+    work = np.empty_like(q)
     for n in range(1, len(t)):
         tn = float(t[n])
         s, _ = batch(faces, tn, dz=False)
         _be_step(q, np.ascontiguousarray(s[..., 0]), grid, float(process.f(tn)),
-                 float(process.g2(tn)), float(t[n - 1] - t[n]))
+                 float(process.g2(tn)), float(t[n - 1] - t[n]), work)
     mass_loss = np.abs(q @ grid.widths - 1.0)
     return q, mass_loss
 
