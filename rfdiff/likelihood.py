@@ -163,19 +163,25 @@ def _kl_batch(batch: ScoreBatch, target, process, t_min, T, tol, quadrature, bas
     work = {"nfev": 0, "n_steps": 0, "n_rejected": 0, "n_solves": 0, "nodes": 0}
     messages = [""] * B
     failed = np.zeros(B, dtype=bool)
+    nested = quadrature == "grid"          # the level-l grid is every other point of level l+1
 
     def solve(keys, atol, idx):
         """Fill memo for ``keys`` (which, level) at ``atol`` for batch members ``idx``;
-        rules that share their points (grid mode) are solved once."""
+        rules that share their points (grid mode) are solved once. Nested grids
+        whose coarser level is known at this ``atol`` solve only the new (odd)
+        nodes, with their own weighted error control: half the work per level."""
         blocks, spans, start = {}, [], 0
         for which, lev in keys:
             x, w, _ = sets.get(which, lev)
-            if id(x) not in blocks:
-                blocks[id(x)] = [x, np.zeros(len(x)), start]
-                start += len(x)
-            blk = blocks[id(x)]
-            blk[1] = np.maximum(blk[1], w / w.sum())
-            spans.append((which, lev, blk[2], len(x)))
+            prev = memo.get((which, lev - 1, atol)) if nested and lev > 0 else None
+            odd = prev is not None and bool(np.all(np.isfinite(prev[idx])))
+            xk, wk = (x[1::2], w[1::2]) if odd else (x, w)
+            if (id(x), odd) not in blocks:
+                blocks[(id(x), odd)] = [xk, np.zeros(len(xk)), start]
+                start += len(xk)
+            blk = blocks[(id(x), odd)]
+            blk[1] = np.maximum(blk[1], wk / wk.sum())
+            spans.append((which, lev, blk[2], len(x), odd))
         xs = [b[0] for b in blocks.values()]
         ws = [b[1] for b in blocks.values()]
         _solvesubset(idx, np.concatenate(xs), np.concatenate(ws), atol, spans)
@@ -194,9 +200,14 @@ def _kl_batch(batch: ScoreBatch, target, process, t_min, T, tol, quadrature, bas
             _solvesubset(idx[:half], x, w, atol, spans)
             _solvesubset(idx[half:], x, w, atol, spans)
             return
-        for which, lev, start, n in spans:
+        for which, lev, start, n, odd in spans:
             arr = memo.setdefault((which, lev, atol), np.full((B, n), np.nan))
-            arr[idx] = logp[:, start:start + n]
+            if odd:
+                rows = idx[:, None]
+                arr[rows, np.arange(1, n, 2)] = logp[:, start:start + n // 2]
+                arr[rows, np.arange(0, n, 2)] = memo[(which, lev - 1, atol)][idx]
+            else:
+                arr[idx] = logp[:, start:start + n]
         if st.status != 0:
             failed[idx] = True
             for b in idx:
@@ -216,7 +227,6 @@ def _kl_batch(batch: ScoreBatch, target, process, t_min, T, tol, quadrature, bas
     value = np.full((n_sets, B), np.nan)
     error = np.full((n_sets, B), np.inf)
     converged = np.zeros(B, dtype=bool)
-    nested = quadrature == "grid"          # the level-l grid is every other point of level l+1
     while active.size:
         # value: rule lev+1 at a/10; quadrature error: rule lev at a/10 (nested: free);
         # ODE error: rule lev at a/10 vs a (the coarse solve needs only the smaller rule)
