@@ -149,8 +149,12 @@ def empirical_partial_moments(empirical, z, t, process):
     xs, ws, p0, p1, p2 = empirical._sorted          # sorted data, weights, Kahan prefix sums
     a = float(process.alpha(t))
     s = float(np.sqrt(process.sigma2(t)))
+    z = np.asarray(z, dtype=np.float64)
+    order = np.argsort(z)                  # neighbouring points share boxes: cache-friendly
     out = np.empty((3, len(z)))
     # threads pay off only for many points (their start-up costs ~ms on a busy machine)
     kernel = _hpm_parallel if len(z) >= 2048 else _hpm_serial
-    return kernel(np.ascontiguousarray(z, dtype=np.float64), a * xs, ws,
-                                   p0, a * p1, a * a * p2, s, out)
+    kernel(np.ascontiguousarray(z[order]), a * xs, ws, p0, a * p1, a * a * p2, s, out)
+    res = np.empty_like(out)
+    res[:, order] = out
+    return res
