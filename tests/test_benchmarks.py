@@ -1,0 +1,31 @@
+"""The benchmark scripts run at CI size and write their ratios (slow: minutes)."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+KEYS = {
+    "kernels.py": ("gram_fraction_of_gemm", "eigh_ratio_vs_numpy"),
+    "flow_vs_gd.py": ("speedup", "speedup_same_rows", "torch_probe_vs_closed_form_gd"),
+    "scaling.py": (),
+    "trajectory.py": ("total_s", "trajectory_cost_in_gd_steps", "kl_ode_max_error"),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", sorted(KEYS))
+def test_quick_benchmark_runs_and_reports(script, tmp_path):
+    out = tmp_path / "out.json"
+    subprocess.run([sys.executable, script, "--quick", "--json", str(out)], cwd=BENCH, check=True,
+                   capture_output=True, text=True, timeout=1800)
+    res = json.loads(out.read_text())
+    assert "machine" in res
+    for key in KEYS[script]:
+        assert isinstance(res[key], (int, float)) and res[key] == res[key], key
+    if script == "flow_vs_gd.py":
+        assert res["torch_probe_vs_closed_form_gd"] < 1e-9
+        assert res["gd_rel_error_at_tau_max"] <= res["eps"]
