@@ -56,6 +56,8 @@ def main(argv=None):
     out["kl_ode_at_tau_star"] = float(ds["kl_ode"].values[best])
     out["kl_ode_max_error"] = float(ds["kl_ode_error"].values.max())
     out["kl_sde_max_error"] = float(ds["kl_sde_error"].values.max())
+    for k in ("kl_ode", "kl_sde"):        # taus whose KL missed tol (reported, with the reason, in ds)
+        out[f"{k}_unconverged_taus"] = int((~ds[f"{k}_converged"].values).sum())
     # baseline in the same run: one step of full-batch torch gradient descent on
     # quadrature rows of the same loss (a coarse grid; a practitioner's epoch)
     try:

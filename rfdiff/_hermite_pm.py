@@ -143,18 +143,16 @@ def hermite_partial_moments(z, mu, w, p0, p1, p2, s, out):
 _hpm_serial, _hpm_parallel = twins(hermite_partial_moments)
 
 
-def empirical_partial_moments(empirical, z, t, process):
-    """Partial moments (3, k) of a 1D ``Empirical``'s ``p^_t`` at points z (k,),
-    to absolute accuracy (see the module docstring)."""
-    xs, ws, p0, p1, p2 = empirical._sorted          # sorted data, weights, Kahan prefix sums
-    a = float(process.alpha(t))
-    s = float(np.sqrt(process.sigma2(t)))
+def mixture_partial_moments(z, mu, w, p0, p1, p2, s):
+    """Partial moments (3, k) at points z (k,) of ``sum_i w_i N(mu_i, s^2)`` with
+    ascending ``mu`` and prefix sums ``p0, p1, p2`` of ``w, w mu, w mu^2``, to
+    absolute accuracy (see the module docstring)."""
     z = np.asarray(z, dtype=np.float64)
     order = np.argsort(z)                  # neighbouring points share boxes: cache-friendly
     out = np.empty((3, len(z)))
     # threads pay off only for many points (their start-up costs ~ms on a busy machine)
     kernel = _hpm_parallel if len(z) >= 2048 else _hpm_serial
-    kernel(np.ascontiguousarray(z[order]), a * xs, ws, p0, a * p1, a * a * p2, s, out)
+    kernel(np.ascontiguousarray(z[order]), mu, w, p0, p1, p2, s, out)
     res = np.empty_like(out)
     res[:, order] = out
     return res

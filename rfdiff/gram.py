@@ -33,10 +33,8 @@ import warnings
 import numba
 import numpy as np
 
-from ._hermite_pm import empirical_partial_moments
 from ._numba import twins
 from .backend import Backend
-from .targets import Empirical
 from .quadrature import composite_gauss_legendre
 
 
@@ -102,14 +100,6 @@ def total_moments(target, t, process) -> np.ndarray:
     return np.array([wts.sum(), wts @ z, wts @ (z * z)])
 
 
-def partial_moments(target, z, t, process):
-    """``int_{-inf}^{z} x^r p_t(x) dx`` at points z (k,); the training set uses the
-    fast Hermite-expansion kernel (absolute accuracy, cost independent of n)."""
-    if isinstance(target, Empirical):
-        return empirical_partial_moments(target, z, t, process)
-    return target.partial_moments(z[:, None], t, process)
-
-
 def relu_exact_1d(model, target, process, t_nodes, omega):
     """Exact ReLU ``G`` (m x m) and ``C`` (1 x m); ``omega`` already includes lambda(t).
 
@@ -132,7 +122,7 @@ def relu_exact_1d(model, target, process, t_nodes, omega):
         bq = model.bias(t)[perm]
         b[:, q] = bq
         kink = np.where(w != 0, -bq / np.where(w != 0, w, 1.0), 0.0)
-        fk = partial_moments(target, kink, t, process)                    # (3, m)
+        fk = target.partial_moments_absolute(kink, t, process)            # (3, m)
         tot[:, q] = total_moments(target, t, process)
         # w = 0: active everywhere (b > 0; kink -inf, F = 0) or nowhere (kink +inf, F = T)
         flat = w == 0

@@ -4,7 +4,6 @@ import pytest
 from scipy.special import ndtr
 
 import rfdiff as rf
-from rfdiff._hermite_pm import empirical_partial_moments
 
 
 def _direct(x, z, a, s):
@@ -22,7 +21,7 @@ def test_hermite_kernel_equals_direct_sum(n, t):
     x = rf.two_modes(3.0, 0.3).sample(n, seed=n)[:, 0]
     z = np.concatenate([np.linspace(-12, 12, 301), x[:20] * np.exp(-t)])
     proc = rf.OU()
-    got = empirical_partial_moments(rf.Empirical(x), z, t, proc)
+    got = rf.Empirical(x).partial_moments_absolute(z, t, proc)
     ref = _direct(x, z, proc.alpha(t), np.sqrt(proc.sigma2(t)))
     scale = np.array([1.0, 3.0, 10.0])[:, None]
     np.testing.assert_allclose(got, ref, rtol=0, atol=2e-14 * scale.max())

@@ -16,7 +16,9 @@ and a target answers questions about ``p_t``:
 - ``partial_moments(z, t, process, upper=False) -> (3, k)`` (1D only):
   ``M_r(z) = int_{-inf}^{z} x^r p_t(x) dx`` for r = 0, 1, 2, or with
   ``upper=True`` the upper tail ``int_z^{inf} x^r p_t(x) dx`` (accurate where
-  ``M_r(inf) - M_r(z)`` would cancel);
+  ``M_r(inf) - M_r(z)`` would cancel); ``partial_moments_absolute(z, t, process)``
+  the lower ones to absolute accuracy, for sums over many points (the exact
+  ReLU Gram); ``Empirical`` overrides it with a rule whose cost does not grow with n;
 - ``expectation_nodes(t, process, order) -> (nodes (k, d), weights (k,))`` with
   ``sum(weights) = 1`` and ``sum w f(nodes) ~= E_{p_t}[f]``;
 - ``sample(n, seed) -> (n, d)``, ``dim``, ``describe() -> dict``.
@@ -105,6 +107,13 @@ class Target:
         out[1] = -out[1]
         return out
 
+
+    def partial_moments_absolute(self, z, t, process) -> np.ndarray:
+        """Lower partial moments (3, k) at points z (k,) to *absolute* accuracy
+        (~1e-16 of the totals), which is what sums over many kinks such as the
+        exact ReLU Gram need; targets with a faster such rule override this
+        (``Empirical``: a Hermite expansion whose cost does not grow with n)."""
+        return self.partial_moments(np.asarray(z)[:, None], t, process)
 
 @dataclass(frozen=True)
 class TargetScore(Score):
