@@ -183,12 +183,14 @@ class ScoreMatching:
     def train_form(self) -> QuadraticForm:
         """The training loss as a :class:`QuadraticForm` (``c0`` per ``objective``)."""
         G, C, c0_rows = self._gram_cross(self.data)
-        d = self.model.dim
+        return QuadraticForm(G, C, self._train_c0(c0_rows), self._info(self.objective))
+
+    def _train_c0(self, c0_rows):
+        """The training loss's ``c0``: ``avg_t lambda d/sigma_t^2`` (dsm) or the
+        empirical optimal score's ``avg_t lambda E|s^_t|^2`` (esm)."""
         if self.objective == "dsm":
-            c0 = float(np.sum(self.omega * d / self.process.sigma2(self.t_nodes)))
-        else:
-            c0 = self._c0(self.data, c0_rows)
-        return QuadraticForm(G, C, c0, self._info(self.objective))
+            return float(np.sum(self.omega * self.model.dim / self.process.sigma2(self.t_nodes)))
+        return self._c0(self.data, c0_rows)
 
     def quadratic_form(self, target=None) -> QuadraticForm:
         """Training form (``target=None``) or the population form for ``target``."""
@@ -208,11 +210,12 @@ class ScoreMatching:
         """
         if self.method == "rows":
             n_rows = self.data.n * self.n_eps * len(self.t_nodes)
-            if n_rows < self.model.m:
+            if n_rows < self.model.m:          # G is never formed: C and c0 from the same rows
                 z, t, w, y = self.training_rows()
                 phi = self.model.features(z, t)
-                form = self.train_form
-                return Flow.from_rows(phi, w, form.cross, form.c0, A0=A0, backend=backend,
+                cross = (w[:, None] * y).T @ phi
+                c0 = self._train_c0(float(np.sum(w * np.sum(y * y, axis=1))))
+                return Flow.from_rows(phi, w, cross, c0, A0=A0, backend=backend,
                                       rcond=rcond, problem=self, model=self.model)
         return Flow.from_gram(self.train_form, A0=A0, backend=backend, rcond=rcond, dtype=dtype,
                               problem=self, model=self.model)

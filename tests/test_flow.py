@@ -104,12 +104,14 @@ def test_sample_space_form_matches_feature_space():
 def test_rows_problem_uses_sample_space_when_rows_are_few():
     x = np.random.default_rng(0).standard_normal((3, 2))
     model = rf.RandomFeatureScore(m=64, dim=2, seed=1)
-    sm = rf.ScoreMatching(model, x, n_time=2, n_eps=4)       # 24 rows < 64 features
-    flow = sm.flow()
-    assert flow.eigvecs.shape == (64, 24)
-    dense = Flow.from_gram(sm.train_form)
-    taus = np.array([1.0, 1e3, 1e5])
-    np.testing.assert_allclose(flow.params(taus), dense.params(taus), rtol=1e-6, atol=1e-8)
+    for objective in ("dsm", "esm"):
+        sm = rf.ScoreMatching(model, x, n_time=2, n_eps=4, objective=objective)   # 24 rows < 64
+        flow = sm.flow()
+        assert flow.eigvecs.shape == (64, 24)
+        dense = Flow.from_gram(sm.train_form)
+        taus = np.array([1.0, 1e3, 1e5])
+        np.testing.assert_allclose(flow.params(taus), dense.params(taus), rtol=1e-6, atol=1e-8)
+        np.testing.assert_allclose(flow.train_loss(taus), dense.train_loss(taus), rtol=1e-9)
 
 
 def test_gradient_descent_closed_form_is_iterated_gd_and_approaches_flow_at_order_one():
