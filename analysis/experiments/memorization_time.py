@@ -73,13 +73,6 @@ def half_times(taus, pop):
     return gen, mem, float(taus[i])
 
 
-def _moments(target, t, process):
-    """``E_{p_t}|grad log p_t|^2`` by the target's nodes."""
-    z, w = target.expectation_nodes(t, process, order=40)
-    s = target.score(z, t, process)
-    return float(w @ np.sum(s * s, axis=1))
-
-
 def single_level_curves(target, n, m, seed, p):
     """Closed-form curves along tau for one (n, seed) at the noise level ``t_level``."""
     process = OU()
@@ -91,10 +84,10 @@ def single_level_curves(target, n, m, seed, p):
     taus = c.tau_grid(p["tau_lo"], p["tau_hi"], p["per_decade"])
     pop = flow.population_loss(taus, target)
     train = flow.train_loss(taus)                        # DSM, c0 = lambda d / sigma^2
-    lam = float(process.sigma2(t))                        # weighting sigma2
-    half_dsm_const = 0.5 * lam * 1.0 / float(process.sigma2(t))
-    test_dsm = pop + half_dsm_const - 0.5 * lam * _moments(target, t, process)
-    emp_dist = train - (half_dsm_const - 0.5 * lam * _moments(sm.data, t, process))
+    half_dsm_const = 0.5                                  # lambda d / sigma^2 / 2, lambda = sigma^2, d = 1
+    # population loss = 1/2 E|s - grad log p_t|^2 = test DSM - (DSM constant - 1/2 lambda E|grad log p_t|^2)
+    test_dsm = pop + half_dsm_const - 0.5 * sm.weighted_fisher(target)
+    emp_dist = train - (half_dsm_const - 0.5 * sm.weighted_fisher(sm.data))
     spec = flow.spectrum()
     return dict(taus=taus, pop=pop, train=train, test_dsm=test_dsm, gap=test_dsm - train,
                 emp_dist=emp_dist, spectrum=np.sort(spec)[::-1], n_clipped=flow.n_clipped,
