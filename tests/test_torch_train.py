@@ -161,6 +161,24 @@ def test_excess_risk_references():
     assert rft.excess_risk(zero, x, t) == pytest.approx(v.mean(), abs=4 * v.std() / np.sqrt(len(v)))
 
 
+def test_excess_risk_is_converged_against_quad():
+    """Small t, close training points: the empirical optimal score is a sharp
+    ratio there, Gauss-Hermite at a fixed order is off; the refined value
+    equals scipy quad to the requested rtol. Too few nodes allowed: raises."""
+    from scipy.integrate import quad
+    x = np.array([-1.0, -0.93, 0.0, 0.05, 1.2])
+    emp, t, proc = rf.Empirical(x), 0.01, rf.OU()
+    net = rft.MLPScore(dim=1, width=16, activation="relu", seed=1)
+    s = rft.as_rfdiff_score(net)
+    f = lambda u: (np.exp(emp.log_pt(np.array([[u]]), t, proc))[0]
+                   * (s(np.array([[u]]), t)[0, 0] - emp.score(np.array([[u]]), t, proc)[0, 0]) ** 2)
+    pts = sorted(np.exp(-t) * x)
+    ref = quad(f, -4, 4, points=pts, limit=2000, epsabs=1e-12, epsrel=1e-10)[0]
+    assert rft.excess_risk(net, x, t, rtol=1e-5) == pytest.approx(ref, rel=1e-4)
+    with pytest.raises(rf.ConvergenceError, match="order"):
+        rft.excess_risk(net, x, t, rtol=1e-14)
+
+
 def test_fixed_t_training_reduces_excess_risk():
     """Two-layer ReLU net, all layers trained by SGD at one noise level (seed 001)."""
     x = np.random.default_rng(0).standard_normal(20)
