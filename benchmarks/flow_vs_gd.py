@@ -50,17 +50,17 @@ def _largest_lr(flow, tau_max, target, eps):
     return lo, err(lo)
 
 
-def _torch_seconds(rft, sm_rows, lr, steps, probe):
-    """Rows + ``steps`` of torch GD (timed on ``probe`` steps); the probe's agreement
-    with the closed-form GD iterate."""
+def _torch_seconds(rft, sm_rows, rows_flow, lr, steps, probe):
+    """Rows + ``steps`` of torch GD (timed on ``probe`` steps); the number of rows;
+    the probe's agreement with the closed-form GD iterate of the same rows."""
     t0 = time.perf_counter()
-    sm_rows.training_rows()
+    n_rows = len(sm_rows.training_rows()[0])
     t_rows = time.perf_counter() - t0
     t0 = time.perf_counter()
     hist = rft.gradient_descent(sm_rows, lr=lr, steps=probe, record=[probe])
     per_step = (time.perf_counter() - t0) / probe
-    check = _rel(hist.params[-1], sm_rows.flow().gd_params(lr, probe))
-    return t_rows + steps * per_step, per_step, check
+    check = _rel(hist.params[-1], rows_flow.gd_params(lr, probe))
+    return t_rows + steps * per_step, per_step, n_rows, check
 
 
 def main(argv=None):
@@ -95,7 +95,7 @@ def main(argv=None):
             break
     lr, err = _largest_lr(rows_flow, args.tau_max, A_ref, args.eps)
     steps = int(np.ceil(args.tau_max / lr))
-    t_torch, per_step, check = _torch_seconds(rft, sm_rows, lr, steps, probe)
+    t_torch, per_step, n_rows, check = _torch_seconds(rft, sm_rows, rows_flow, lr, steps, probe)
 
     # the narrower comparison: identical rows, GD against the rows-flow itself
     lr_same, err_same = _largest_lr(rows_flow, args.tau_max, A_rows, args.eps)
@@ -103,7 +103,7 @@ def main(argv=None):
     t_torch_same = t_torch - (steps - steps_same) * per_step
 
     report({"m": m, "n": n, "n_time": n_time, "tau_max": args.tau_max, "eps": args.eps,
-            "closed_form_s": t_closed, "gd_rows": int(len(sm_rows.training_rows()[0])),
+            "closed_form_s": t_closed, "gd_rows": n_rows,
             "gd_z_density": zd, "gd_rows_flow_rel_error": rows_err, "lr": lr,
             "lr_times_lambda_max": lr * rows_flow.lambda_max, "gd_rel_error_at_tau_max": err,
             "steps_needed": steps, "torch_s_per_step": per_step,

@@ -192,9 +192,12 @@ class Flow:
     def _b(self, decay, gain):
         return self.b0[None] * decay[:, None, :] + self.c[None] * gain[:, None, :]
 
+    def _A(self, b):
+        """``A = A_null + b V^T`` (k, d, m), on the backend."""
+        return self.A_null[None] + b @ self.eigvecs.T
+
     def _params_from_b(self, b, scalar):
-        A = self.A_null[None] + b @ self.eigvecs.T
-        A = self.backend.to_numpy(A).astype(np.float64, copy=False)
+        A = self.backend.to_numpy(self._A(b)).astype(np.float64, copy=False)
         return A[0] if scalar else A
 
     def params(self, tau) -> np.ndarray:
@@ -223,8 +226,7 @@ class Flow:
         at ``A(tau)`` for the given target: ``1/2 [A Hp A^T - 2 A Cp^T/m + c0p]``
         with the target's form (assembled once per target), ``O(k d m^2)`` for k taus."""
         Hp, Cm, c0 = self._population_form(target)
-        b = self._coords(tau)
-        A = self.A_null[None] + b @ self.eigvecs.T                        # (k, d, m)
+        A = self._A(self._coords(tau))                                    # (k, d, m)
         xp = self.backend.xp
         quad = xp.einsum("kdm,kdm->k", A @ Hp, A) - 2.0 * xp.einsum("kdm,dm->k", A, Cm)
         out = self.backend.to_numpy(0.5 * (quad + c0))

@@ -109,8 +109,9 @@ def relu_exact_1d(model, target, process, t_nodes, omega):
     ``C_j = -w_j sum_q omega P_t(phi_j active)`` (Stein).
     """
     w_all = np.asarray(model.W[:, 0], dtype=np.float64)
-    perm = np.concatenate([np.flatnonzero(w_all >= 0), np.flatnonzero(w_all < 0)])
-    npos = int(np.sum(w_all >= 0))
+    nonneg = w_all >= 0
+    perm = np.concatenate([np.flatnonzero(nonneg), np.flatnonzero(~nonneg)])
+    npos = int(nonneg.sum())
     w = np.ascontiguousarray(w_all[perm])
     pos = np.arange(model.m) < npos
     m, nq = model.m, len(t_nodes)
@@ -118,6 +119,7 @@ def relu_exact_1d(model, target, process, t_nodes, omega):
     b, z = np.empty((m, nq)), np.empty((m, nq))
     F = np.empty((3, m, nq))
     tot = np.empty((3, nq))
+    flat = w == 0
     for q, t in enumerate(t_nodes):
         bq = model.bias(t)[perm]
         b[:, q] = bq
@@ -125,7 +127,6 @@ def relu_exact_1d(model, target, process, t_nodes, omega):
         fk = target.partial_moments_absolute(kink, t, process)            # (3, m)
         tot[:, q] = total_moments(target, t, process)
         # w = 0: active everywhere (b > 0; kink -inf, F = 0) or nowhere (kink +inf, F = T)
-        flat = w == 0
         z[:, q] = np.where(flat, np.where(bq > 0, -np.inf, np.inf), kink)
         F[:, :, q] = np.where(flat, np.where(bq > 0, 0.0, tot[:, q:q + 1]), fk)
     P = omega * (w[:, None] * F[2] + b * F[1])
