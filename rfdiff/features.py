@@ -29,10 +29,11 @@ ACTIVATIONS = ("relu", "softplus", "tanh", "gelu", "swish")
 EMBEDDINGS = ("log-sinusoidal", "ou")
 
 
-def activation(name: str, x: np.ndarray) -> np.ndarray:
-    """``act(x)`` for the named activation (numerically stable forms)."""
+def activation(name: str, x: np.ndarray, out=None) -> np.ndarray:
+    """``act(x)`` for the named activation (numerically stable forms); ``out``
+    (ReLU only) receives the result in place (``out=x`` is allowed)."""
     if name == "relu":
-        return np.maximum(x, 0.0)
+        return np.maximum(x, 0.0, out=out)
     if name == "softplus":
         return np.logaddexp(0.0, x)
     if name == "tanh":
@@ -137,12 +138,14 @@ class RandomFeatureScore:
 
     def preactivation(self, z, t) -> np.ndarray:
         z = v.points("z", z, self.dim)
-        b = self.bias(t)
-        return z @ self.W.T + b
+        pre = z @ self.W.T
+        pre += self.bias(t)
+        return pre
 
     def features(self, z, t) -> np.ndarray:
         """``phi(z, t)``: shape (k, m)."""
-        return activation(self.activation, self.preactivation(z, t))
+        pre = self.preactivation(z, t)
+        return activation(self.activation, pre, out=pre if self.activation == "relu" else None)
 
     def features_dz(self, z, t) -> np.ndarray:
         """``act'(W z + b(t))``, shape (k, m); ``d phi_j / d z_i = act'_j W_ji``."""

@@ -158,9 +158,17 @@ def accumulate_rows(model, row_chunks, backend: Backend):
     c0 = 0.0
     for z, t, wts, y in row_chunks:
         phi = backend.asarray(model.features(z, t))
-        wphi = phi * backend.asarray(wts)[:, None]
-        G += phi.T @ wphi
-        C += backend.asarray(y).T @ wphi
+        if np.all(wts >= 0):
+            # sqrt(w) Phi: Phi^T diag(w) Phi = S^T S, which BLAS does as a symmetric
+            # rank-k update (half the FLOPs of a GEMM)
+            sw = backend.asarray(np.sqrt(wts))[:, None]
+            phi *= sw
+            G += phi.T @ phi
+            C += (backend.asarray(y) * sw).T @ phi
+        else:
+            wphi = phi * backend.asarray(wts)[:, None]
+            G += phi.T @ wphi
+            C += backend.asarray(y).T @ wphi
         c0 += float(np.sum(wts * np.sum(y * y, axis=1)))
     return backend.to_numpy(0.5 * (G + G.T)), backend.to_numpy(C), c0
 
