@@ -33,38 +33,6 @@ from ._batch import KinkOrder, RFBatch, _count_lt
 from ._numba import twins
 
 
-@numba.njit(inline="always", cache=True)
-def _hermite(xa, xb, va, vb, h, th):
-    t2 = th * th
-    t3 = t2 * th
-    return ((2 * t3 - 3 * t2 + 1) * xa + (t3 - 2 * t2 + th) * h * va
-            + (-2 * t3 + 3 * t2) * xb + (t3 - t2) * h * vb)
-
-
-@numba.njit(inline="always", cache=True)
-def _hermite_d(xa, xb, va, vb, h, th):
-    t2 = th * th
-    return ((6 * t2 - 6 * th) * xa + (3 * t2 - 4 * th + 1) * h * va
-            + (-6 * t2 + 6 * th) * xb + (3 * t2 - 2 * th) * h * vb)
-
-
-@numba.njit(inline="always", cache=True)
-def _crossing(wj, ba, bm, bb, xa, xb, va, vb, h, pa, pb):
-    """theta in [0, 1] where ``w X(theta) + b(theta) = 0``: the linear root, then
-    one Newton step on the Hermite/quadratic interpolants (error O(h^4) for a
-    smooth crossing; kept in [0, 1])."""
-    th = pa / (pa - pb)
-    bq = ba * (1 - th) * (1 - 2 * th) + 4 * bm * th * (1 - th) + bb * th * (2 * th - 1)
-    dbq = ba * (4 * th - 3) + 4 * bm * (1 - 2 * th) + bb * (4 * th - 1)
-    g = wj * _hermite(xa, xb, va, vb, h, th) + bq
-    dg = wj * _hermite_d(xa, xb, va, vb, h, th) + dbq
-    if dg != 0.0:
-        th_new = th - g / dg
-        if 0.0 <= th_new <= 1.0:
-            th = th_new
-    return th
-
-
 def _kernel_impl(xa, xb, va, vb, h, ua, ta, tb, g2a, g2b, cw, w, ba, bm, bb,
                  zs, js, ext, fast, out):
     """``out[b, i] = sum over features flipping in the step of sign * c_j G(t*, t_b)``
@@ -100,7 +68,9 @@ def _flip(j, b, x0, x1, v0, v1, h, ua, ta, dt, tb, g2a, g2b, cw, w, ba, bm, bb):
     act_a = pa >= 0.0
     if act_a == (pb >= 0.0):
         return 0.0
-    th = _crossing(wj, ba[j], bm[j], bb[j], x0, x1, v0, v1, h, pa, pb)
+    q1 = 4.0 * bm[j] - 3.0 * ba[j] - bb[j]
+    q2 = 2.0 * (ba[j] + bb[j]) - 4.0 * bm[j]
+    th = _newton_theta(x0, x1, v0, v1, h, wj, ba[j], bb[j], q1, q2)
     ts = math.exp(ua + th * h)
     g2s = g2a + (g2b - g2a) * (ts - ta) / dt
     tail = 0.25 * (tb - ts) * (g2s + g2b)            # int_{t*}^{t_b} g2/2 dt
@@ -108,6 +78,74 @@ def _flip(j, b, x0, x1, v0, v1, h, ua, ta, dt, tb, g2a, g2b, cw, w, ba, bm, bb):
 
 
 _flip_serial, _flip_parallel = twins(_kernel_impl)
+
+
+#: steps up to this length in u = log t evaluate exp(theta h) by its Taylor
+#: polynomial (degree 11: relative error < (1/8)^12 / 12! ~ 3e-20), which
+#: lets the crossing loop vectorise; longer steps call exp
+_EXP_POLY_MAX_H = 0.125
+
+
+@numba.njit(inline="always", cache=True)
+def _newton_theta(x0, x1, v0, v1, h, wj, baj, bbj, q1, q2):
+    """Crossing parameter theta of ``w X(theta) + b(theta) = 0``: the linear root, then
+    one Newton step on the cubic Hermite ``X`` and the quadratic ``b = ba + q1 th + q2 th^2``
+    (kept when it stays in [0, 1]; a select, no branch, so loops over it vectorise)."""
+    pa = wj * x0 + baj
+    pb = wj * x1 + bbj
+    th = pa / (pa - pb)
+    hv0 = h * v0
+    hv1 = h * v1
+    t2 = th * th
+    t3 = t2 * th
+    xh = (2 * t3 - 3 * t2 + 1) * x0 + (t3 - 2 * t2 + th) * hv0 + (3 * t2 - 2 * t3) * x1 + (t3 - t2) * hv1
+    dxh = (6 * t2 - 6 * th) * (x0 - x1) + (3 * t2 - 4 * th + 1) * hv0 + (3 * t2 - 2 * th) * hv1
+    g = wj * xh + baj + th * (q1 + th * q2)
+    dg = wj * dxh + q1 + 2.0 * th * q2
+    tn = th - g / dg                      # dg = 0 gives inf/nan: the comparisons reject it
+    return tn if (tn >= 0.0) & (tn <= 1.0) else th
+
+
+@numba.njit(inline="always", cache=True)
+def _exp_taylor(x):
+    """exp(x) for |x| <= 1/8 (degree-11 Taylor polynomial, Horner)."""
+    r = 1.0 + x * (1.0 / 11.0)
+    r = 1.0 + x * r * (1.0 / 10.0)
+    r = 1.0 + x * r * (1.0 / 9.0)
+    r = 1.0 + x * r * (1.0 / 8.0)
+    r = 1.0 + x * r * (1.0 / 7.0)
+    r = 1.0 + x * r * (1.0 / 6.0)
+    r = 1.0 + x * r * (1.0 / 5.0)
+    r = 1.0 + x * r * (1.0 / 4.0)
+    r = 1.0 + x * r * (1.0 / 3.0)
+    r = 1.0 + x * r * (1.0 / 2.0)
+    return 1.0 + x * r
+
+
+#: crossings are gathered into blocks of this many (contiguous arrays), so that
+#: the arithmetic runs as one long vectorisable loop instead of many short ones
+_BLOCK = 256
+
+
+@numba.njit(inline="always", cache=True, error_model="numpy")
+def _flush(n, blk, idx, out, h, ua, ta, tb, g2ab, slope):
+    """``out[idx[p]] += c int_{t*}^{t_b} g2/2 dt`` for the ``n`` crossings held in
+    ``blk`` (rows: x0, x1, v0, v1, w, ba, bb, q1, q2, c, scratch); ``t* = t_a
+    exp(theta h)``, g2 linear in t over the step."""
+    x0, x1, v0, v1, w, ba, bb, q1, q2, c, tail = (blk[0], blk[1], blk[2], blk[3], blk[4], blk[5], blk[6],
+                                                  blk[7], blk[8], blk[9], blk[10])
+    if h <= _EXP_POLY_MAX_H:
+        for p in range(n):
+            th = _newton_theta(x0[p], x1[p], v0[p], v1[p], h, w[p], ba[p], bb[p], q1[p], q2[p])
+            ts = ta * _exp_taylor(th * h)
+            tail[p] = c[p] * 0.25 * (tb - ts) * (g2ab + slope * (ts - ta))
+    else:
+        for p in range(n):
+            th = _newton_theta(x0[p], x1[p], v0[p], v1[p], h, w[p], ba[p], bb[p], q1[p], q2[p])
+            ts = math.exp(ua + th * h)
+            tail[p] = c[p] * 0.25 * (tb - ts) * (g2ab + slope * (ts - ta))
+    for p in range(n):
+        out[idx[p]] += tail[p]
 
 
 def _merge_impl(xa, xb, va, vb, h, ua, ta, tb, g2a, g2b, cw, w, ba, bm, bb,
@@ -125,8 +163,9 @@ def _merge_impl(xa, xb, va, vb, h, ua, ta, tb, g2a, g2b, cw, w, ba, bm, bb,
     slope = (g2b - g2a) / (tb - ta)              # g2 is linear in t over the step
     g2ab = g2a + g2b
     for b in numba.prange(B):
+        outb = out[b]
         for i in range(k):
-            out[b, i] = 0.0
+            outb[i] = 0.0
         pos_a = np.empty(nf, dtype=np.int64)
         pos_b = np.empty(nf, dtype=np.int64)
         i = 0
@@ -139,6 +178,9 @@ def _merge_impl(xa, xb, va, vb, h, ua, ta, tb, g2a, g2b, cw, w, ba, bm, bb,
             while i < k and xb[b, i] < z_b[r]:
                 i += 1
             pos_b[ord_b[r]] = i
+        blk = np.empty((11, _BLOCK))
+        idx = np.empty(_BLOCK, dtype=np.int64)
+        n = 0
         for q in range(nf):
             lo = pos_a[q]
             hi = pos_b[q]
@@ -152,33 +194,28 @@ def _merge_impl(xa, xb, va, vb, h, ua, ta, tb, g2a, g2b, cw, w, ba, bm, bb,
             if lo > hi:
                 lo, hi = hi, lo
             baj = ba[j]
-            bmj = bm[j]
             bbj = bb[j]
             c = sgn * cw[b, j]
-            # quadratic bias b(th) = c0 + c1 th + c2 th^2 through (0, ba), (1/2, bm), (1, bb)
-            q1 = 4.0 * bmj - 3.0 * baj - bbj
-            q2 = 2.0 * (baj + bbj) - 4.0 * bmj
+            # quadratic bias b(th) = ba + q1 th + q2 th^2 through (0, ba), (1/2, bm), (1, bb)
+            q1 = 4.0 * bm[j] - 3.0 * baj - bbj
+            q2 = 2.0 * (baj + bbj) - 4.0 * bm[j]
             for ii in range(lo, hi):
-                x0 = xa[b, ii]
-                x1 = xb[b, ii]
-                pa = wj * x0 + baj
-                pb = wj * x1 + bbj
-                th = pa / (pa - pb)
-                # one Newton step on w X_H(th) + b(th) (X_H the cubic Hermite interpolant)
-                hv0 = h * va[b, ii]
-                hv1 = h * vb[b, ii]
-                t2 = th * th
-                t3 = t2 * th
-                xh = (2 * t3 - 3 * t2 + 1) * x0 + (t3 - 2 * t2 + th) * hv0 + (3 * t2 - 2 * t3) * x1 + (t3 - t2) * hv1
-                dxh = (6 * t2 - 6 * th) * (x0 - x1) + (3 * t2 - 4 * th + 1) * hv0 + (3 * t2 - 2 * th) * hv1
-                g = wj * xh + baj + th * (q1 + th * q2)
-                dg = wj * dxh + q1 + 2.0 * th * q2
-                if dg != 0.0:
-                    tn = th - g / dg
-                    if 0.0 <= tn <= 1.0:
-                        th = tn
-                ts = math.exp(ua + th * h)
-                out[b, ii] += c * 0.25 * (tb - ts) * (g2ab + slope * (ts - ta))   # int_{t*}^{tb} g2/2
+                blk[0, n] = xa[b, ii]
+                blk[1, n] = xb[b, ii]
+                blk[2, n] = va[b, ii]
+                blk[3, n] = vb[b, ii]
+                blk[4, n] = wj
+                blk[5, n] = baj
+                blk[6, n] = bbj
+                blk[7, n] = q1
+                blk[8, n] = q2
+                blk[9, n] = c
+                idx[n] = ii
+                n += 1
+                if n == _BLOCK:
+                    _flush(n, blk, idx, outb, h, ua, ta, tb, g2ab, slope)
+                    n = 0
+        _flush(n, blk, idx, outb, h, ua, ta, tb, g2ab, slope)
 
 
 # numpy error model: divisions without zero checks (the Newton step guards its own)

@@ -238,3 +238,35 @@ def test_exact_kink_increments_match_runge_kutta_on_the_divergence(rf_problem):
     exact, _ = ode_log_density(batch, x, OU, 1e-2, 4.0, atol=1e-8)
     plain, _ = ode_log_density(batch, x, OU, 1e-2, 4.0, atol=1e-8, exact_kinks=False, method="dopri5")
     np.testing.assert_allclose(exact, plain, atol=2e-5)       # the plain RK is first order at kinks
+
+
+@pytest.mark.parametrize("h", [0.05, 0.6])          # exp by its Taylor polynomial / by exp itself
+def test_merge_kernel_equals_brute_force_crossing_scan(h):
+    """The blocked merge kernel (ordered trajectories) finds the same kink crossings,
+    with the same crossing times, as the kernel that checks every feature for
+    every trajectory."""
+    from rfdiff._relu_flow import _flip_serial, _merge_parallel, _merge_serial
+    rng = np.random.default_rng(3)
+    B, k, m = 3, 300, 400                   # > _BLOCK crossings per score: several flushes
+    w = rng.standard_normal(m)
+    ba = rng.standard_normal(m)
+    bb = ba + 0.3 * rng.standard_normal(m)
+    bm = 0.5 * (ba + bb) + 0.02 * rng.standard_normal(m)
+    xa = np.sort(rng.uniform(-3, 3, (B, k)), axis=1)
+    xb = np.sort(xa + 0.4 + 0.1 * np.sin(xa), axis=1)
+    va, vb = (xb - xa) / h + 0.1 * rng.standard_normal((2, B, k))
+    ta = 0.2
+    ua, tb = np.log(ta), ta * np.exp(h)
+    g2a, g2b = 2.0, 2.3
+    cw = rng.standard_normal((B, m))
+    feat = np.arange(m)
+    za, zb = -ba / w, -bb / w
+    oa, ob = np.argsort(za), np.argsort(zb)
+    args = (xa, xb, va, vb, h, ua, ta, tb, g2a, g2b, cw, w, ba, bm, bb)
+    brute = np.zeros((B, k))
+    _flip_serial(*args, np.empty(0), np.empty(0, np.int64), 0.0, feat, brute)
+    assert np.count_nonzero(brute) > 0.9 * B * k
+    for kernel in (_merge_serial, _merge_parallel):
+        out = np.full((B, k), np.nan)
+        kernel(*args, feat, oa, za[oa], ob, zb[ob], out)
+        np.testing.assert_allclose(out, brute, rtol=1e-12, atol=1e-14)
