@@ -79,15 +79,15 @@ def main(argv=None):
         rf.ScoreMatching(rf.RandomFeatureScore(m=8, seed=0), x[:20], **kw).flow()
 
     t0 = time.perf_counter()
-    exact = rf.ScoreMatching(model, x, n_time=n_time).flow(backend=args.backend)
+    exact = rf.ScoreMatching(model, x, n_time=n_time, backend=args.backend).flow()
     A_ref = exact.params(args.tau_max)
     t_closed = time.perf_counter() - t0
 
     # rows fine enough that their own flow is within eps/2 of the exact one
     for zd in (2.0, 4.0, 8.0, 16.0, 32.0, 64.0):
-        sm_rows = rf.ScoreMatching(model, x, **grid_kw(zd))
+        sm_rows = rf.ScoreMatching(model, x, backend=args.backend, **grid_kw(zd))
         t0 = time.perf_counter()
-        rows_flow = sm_rows.flow(backend=args.backend)
+        rows_flow = sm_rows.flow()
         A_rows = rows_flow.params(args.tau_max)
         t_closed_rows = time.perf_counter() - t0
         rows_err = _rel(A_rows, A_ref)

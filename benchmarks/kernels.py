@@ -40,10 +40,10 @@ def main(argv=None):
 
     # exact 1D ReLU assembly (no rows: O(m^2) per time node)
     x1 = rf.two_modes(3.0).sample(1000, seed=0)
-    sm1 = rf.ScoreMatching(rf.RandomFeatureScore(m=m, seed=0), x1)
+    sm1 = rf.ScoreMatching(rf.RandomFeatureScore(m=m, seed=0), x1, backend=be)
     sm1.train_form                                        # compile the numba kernel
     out["relu_exact_gram_s"] = best_of(
-        lambda: rf.ScoreMatching(rf.RandomFeatureScore(m=m, seed=0), x1).train_form, 2)
+        lambda: rf.ScoreMatching(rf.RandomFeatureScore(m=m, seed=0), x1, backend=be).train_form, 2)
 
     # eigendecomposition: rfdiff's backend vs bare numpy on the same H (on a GPU
     # backend this is the GPU-vs-CPU ratio)

@@ -34,7 +34,7 @@ import numba
 import numpy as np
 
 from ._numba import twins
-from .backend import Backend
+from .backend import NUMPY, Backend
 from .quadrature import composite_gauss_legendre
 
 
@@ -93,6 +93,39 @@ def _relu_gram_kernel(npos, w, b, z, P, Q, G):
 _relu_gram_serial, _relu_gram_parallel = twins(_relu_gram_kernel, fastmath={"reassoc", "contract"})
 
 
+#: elements (rows x columns x time nodes) of each temporary of the array-module
+#: kernel: 2^25 float64 = 256 MiB, four of them live at once
+_XP_BLOCK_ELEMENTS = 1 << 25
+
+
+def _relu_gram_xp(xp, npos, w, b, z, P, Q):
+    """:func:`_relu_gram_kernel` (its upper triangle) written with array
+    operations of the module ``xp`` (CuPy on a GPU; NumPy in the tests), over
+    blocks of rows that never straddle the sign classes."""
+    m, nq = b.shape
+    G = xp.zeros((m, m))
+    for r0, r1 in ((0, npos), (npos, m)):
+        rows = max(1, _XP_BLOCK_ELEMENTS // max(1, (m - r0) * nq))
+        for j0 in range(r0, r1, rows):
+            j1 = min(j0 + rows, r1)
+            # columns k >= j0 of the upper triangle, split at the sign classes
+            for c0, c1 in ((j0, npos), (max(j0, npos), m)):
+                if c1 <= c0:
+                    continue
+                wj, bj, zj, Pj, Qj = w[j0:j1, None, None], b[j0:j1, None], z[j0:j1, None], P[j0:j1, None], Q[j0:j1, None]
+                wk, bk, zk, Pk, Qk = w[None, c0:c1, None], b[None, c0:c1], z[None, c0:c1], P[None, c0:c1], Q[None, c0:c1]
+                at_j = wk * Pj + bk * Qj              # the active interval ends at j's kink
+                at_k = wj * Pk + bj * Qk              # ... at k's kink
+                if c1 <= npos:                        # both w >= 0
+                    val = -xp.where(zj >= zk, at_j, at_k)
+                elif j1 <= npos:                      # w_j >= 0 > w_k: [z_j, z_k]
+                    val = xp.where(zj < zk, at_k - at_j, 0.0)
+                else:                                 # both w < 0
+                    val = xp.where(zj <= zk, at_j, at_k)
+                G[j0:j1, c0:c1] = val.sum(axis=-1)
+    return G
+
+
 def total_moments(target, t, process) -> np.ndarray:
     """``[E 1, E z, E z^2]`` under ``p_t`` (exact for mixture-type targets)."""
     z, wts = target.expectation_nodes(t, process, order=4)
@@ -100,12 +133,15 @@ def total_moments(target, t, process) -> np.ndarray:
     return np.array([wts.sum(), wts @ z, wts @ (z * z)])
 
 
-def relu_exact_1d(model, target, process, t_nodes, omega):
+def relu_exact_1d(model, target, process, t_nodes, omega, backend: Backend = NUMPY):
     """Exact ReLU ``G`` (m x m) and ``C`` (1 x m); ``omega`` already includes lambda(t).
 
     With ``T_r`` the total moments, the pairs with both ``w >= 0`` share the
     upper part ``sum_q omega (w_j w_k T2 + (w_j b_k + w_k b_j) T1 + b_j b_k T0)``,
-    a GEMM; the kink-dependent rest is :func:`_relu_gram_kernel`.
+    a GEMM; the kink-dependent rest is :func:`_relu_gram_kernel` (numba, CPU) or,
+    on any other ``backend``, :func:`_relu_gram_xp` (the O(m^2 n_time) part runs
+    on the GPU with CuPy). The partial moments at the kinks (O(m n_time)) are
+    computed on the CPU either way.
     ``C_j = -w_j sum_q omega P_t(phi_j active)`` (Stein).
     """
     w_all = np.asarray(model.W[:, 0], dtype=np.float64)
@@ -137,8 +173,11 @@ def relu_exact_1d(model, target, process, t_nodes, omega):
     u = bp @ Tw[1]
     G[:npos, :npos] = (np.outer(wp, wp) * Tw[2].sum() + np.outer(wp, u) + np.outer(u, wp)
                        + (bp * Tw[0]) @ bp.T)
-    kernel = _relu_gram_parallel if m >= 256 else _relu_gram_serial
-    kernel(npos, w, b, z, np.ascontiguousarray(P), np.ascontiguousarray(Q), G)
+    if backend.name == "numpy":
+        kernel = _relu_gram_parallel if m >= 256 else _relu_gram_serial
+        kernel(npos, w, b, z, np.ascontiguousarray(P), np.ascontiguousarray(Q), G)
+    else:
+        G += backend.to_numpy(_relu_gram_xp(backend.xp, npos, *map(backend.asarray, (w, b, z, P, Q))))
     G = np.triu(G) + np.triu(G, 1).T
     active = np.where(pos[:, None], Tw[0][None, :] - omega * F[0], omega * F[0])
     C = -w * active.sum(axis=1)

@@ -79,13 +79,16 @@ class ScoreMatching:
     z_density, z_order : grid method: panels per ``sigma_t`` and GL order
     n_eps, seed : rows method: Sobol noises per data point, and their seed
     n_rows_population : rows method: samples per time node for the population loss
+    backend : array backend of the assembly (``"numpy"``, ``"cupy"``, ``"auto"`` or a
+        :class:`~rfdiff.backend.Backend`): the row GEMMs and the O(m^2 n_time) part of
+        the exact ReLU Gram run there; also the default backend of :meth:`flow`
     """
 
     def __init__(self, model: RandomFeatureScore, data, process: Process | None = None,
                  t_min: float = 1e-3, T: float = 8.0, weighting: str = "sigma2", *,
                  n_time: int | None = None, method: str = "auto", objective: str = "dsm",
                  z_density: float = 4.0, z_order: int = 8, n_eps: int = 16,
-                 n_rows_population: int = 4096, seed: int = 0):
+                 n_rows_population: int = 4096, seed: int = 0, backend="numpy"):
         if not isinstance(model, RandomFeatureScore):
             raise ValueError(f"model must be a RandomFeatureScore, got {type(model).__name__}")
         self.model = model
@@ -108,6 +111,7 @@ class ScoreMatching:
         self.n_eps = v.positive_int("n_eps", n_eps)
         self.n_rows_population = v.positive_int("n_rows_population", n_rows_population)
         self.seed = v.positive_int("seed", seed, minimum=0)
+        self.backend = get_backend(backend)
         grid = log_time_grid(self.t_min, self.T, self.n_time)
         self.t_nodes, self.t_weights = grid.t, grid.mean_weights
         self.single_t = None
@@ -139,7 +143,7 @@ class ScoreMatching:
         """Time-average weights times ``lambda(t)`` at the time nodes."""
         return self.t_weights * weighting(self.weighting, self.process, self.t_nodes, self.model.dim)
 
-    def _rows(self, target, backend="numpy"):
+    def _rows(self, target):
         if self.method == "grid":
             return grid_rows_1d(target, self.process, self.t_nodes, self.omega,
                                 self.z_density, self.z_order)
@@ -161,13 +165,13 @@ class ScoreMatching:
         y = np.concatenate([c[3] for c in chunks])
         return z, t, w, y
 
-    def _gram_cross(self, target, backend="numpy"):
+    def _gram_cross(self, target):
         """``(G, C, c0)``; ``c0 = avg_t lambda E_{p_t}|y|^2`` comes from the same rows
         (grid/rows methods; ``None`` for ``relu_exact``, see :meth:`_c0`)."""
         if self.method == "relu_exact":
-            G, C = relu_exact_1d(self.model, target, self.process, self.t_nodes, self.omega)
+            G, C = relu_exact_1d(self.model, target, self.process, self.t_nodes, self.omega, self.backend)
             return G, C, None
-        return accumulate_rows(self.model, self._rows(target), get_backend(backend))
+        return accumulate_rows(self.model, self._rows(target), self.backend)
 
     def _c0(self, target, c0_rows):
         """The rows' ``c0``, or (``relu_exact``, which has no rows) :meth:`weighted_fisher`."""
@@ -216,11 +220,11 @@ class ScoreMatching:
         c0 = self._c0(target, c0_rows)
         return QuadraticForm(G, C, c0, self._info("population"))
 
-    def flow(self, A0=None, backend="numpy", rcond=None, dtype=np.float64) -> Flow:
+    def flow(self, A0=None, backend=None, rcond=None, dtype=np.float64) -> Flow:
         """Eigendecompose once; the returned :class:`~rfdiff.flow.Flow` answers any tau.
 
         Uses the sample-space (rows x rows) kernel when the rows method has
-        fewer rows than features.
+        fewer rows than features. ``backend``: default this problem's.
         """
         if self.method == "rows":
             n_rows = self.data.n * self.n_eps * len(self.t_nodes)
@@ -229,9 +233,9 @@ class ScoreMatching:
                 phi = self.model.features(z, t)
                 cross = (w[:, None] * y).T @ phi
                 c0 = self._train_c0(float(np.sum(w * np.sum(y * y, axis=1))))
-                return Flow.from_rows(phi, w, cross, c0, A0=A0, backend=backend,
+                return Flow.from_rows(phi, w, cross, c0, A0=A0, backend=backend or self.backend,
                                       rcond=rcond, problem=self, model=self.model)
-        return Flow.from_gram(self.train_form, A0=A0, backend=backend, rcond=rcond, dtype=dtype,
+        return Flow.from_gram(self.train_form, A0=A0, backend=backend or self.backend, rcond=rcond, dtype=dtype,
                               problem=self, model=self.model)
 
     def quadrature_error(self, factor: int = 2) -> dict:
@@ -240,7 +244,7 @@ class ScoreMatching:
         fine = ScoreMatching(self.model, self.data, self.process, self.t_min, self.T, self.weighting,
                              n_time=self.n_time * factor, method=self.method, objective=self.objective,
                              z_density=self.z_density * factor, z_order=self.z_order,
-                             n_eps=self.n_eps, seed=self.seed)
+                             n_eps=self.n_eps, seed=self.seed, backend=self.backend)
         if self.single_t is not None:
             raise ValueError("single-level mode has no time quadrature to refine")
         a, b = self.train_form, fine.train_form
@@ -255,7 +259,8 @@ class ScoreMatching:
         """Parameters for provenance records."""
         out = self._info(self.objective)
         out.update(model=self.model.describe(), process=self.process.describe(), n=self.data.n,
-                   z_density=self.z_density, z_order=self.z_order, n_eps=self.n_eps, seed=self.seed)
+                   z_density=self.z_density, z_order=self.z_order, n_eps=self.n_eps, seed=self.seed,
+                   backend=self.backend.name)
         return out
 
 

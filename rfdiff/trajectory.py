@@ -156,7 +156,8 @@ def _with_provenance(ds, sm, flow, target, metrics, tol, ode, sde, girsanov, see
               "girsanov": girsanov or {}, "model": flow.model.describe(),
               "score_matching": sm.describe() if sm is not None and hasattr(sm, "describe") else None,
               "target": target.describe() if target is not None and hasattr(target, "describe") else None,
-              "flow": {"m": flow.m, "n_clipped": flow.n_clipped, "lambda_max": flow.lambda_max}}
+              "flow": {"m": flow.m, "n_clipped": flow.n_clipped, "lambda_max": flow.lambda_max,
+                       "backend": flow.backend.name, "dtype": str(np.dtype(flow.dtype))}}
     all_seeds = {"model": flow.model.seed}
     if sm is not None and hasattr(sm, "seed"):
         all_seeds["score_matching"] = sm.seed

@@ -56,8 +56,10 @@ def test_cupy_matches_numpy():
     cpu, gpu = sm.flow(), sm.flow(backend="cupy")
     np.testing.assert_allclose(gpu.params(taus), cpu.params(taus), rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(gpu.train_loss(taus), cpu.train_loss(taus), rtol=1e-10)
-    x = np.random.default_rng(0).standard_normal((50, 2))
-    sm2 = rf.ScoreMatching(rf.RandomFeatureScore(m=128, dim=2, seed=0), x, n_time=4, n_eps=8)
-    G_cpu = sm2._gram_cross(sm2.data, "numpy")[0]
-    G_gpu = sm2._gram_cross(sm2.data, "cupy")[0]
-    np.testing.assert_allclose(G_gpu, G_cpu, rtol=1e-10, atol=1e-14)
+    # assembly on the GPU: the row GEMMs (2D) and the exact ReLU kernel (1D)
+    x2 = np.random.default_rng(0).standard_normal((50, 2))
+    x1 = rf.two_modes(3.0).sample(100, seed=0)
+    for model, x in ((rf.RandomFeatureScore(m=128, dim=2, seed=0), x2), (rf.RandomFeatureScore(m=300, seed=0), x1)):
+        cpu, gpu = (rf.ScoreMatching(model, x, n_time=4, n_eps=8, backend=be).train_form for be in ("numpy", "cupy"))
+        np.testing.assert_allclose(gpu.gram, cpu.gram, rtol=1e-10, atol=1e-14)
+        np.testing.assert_allclose(gpu.cross, cpu.cross, rtol=1e-10, atol=1e-14)

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 import rfdiff as rf
+from rfdiff.backend import Backend
 
 
 def _sm(**kw):
@@ -24,11 +25,13 @@ def _with_weights(model, W):
     return model
 
 
+@pytest.mark.parametrize("backend", ["numpy", Backend("generic", np)])
 @pytest.mark.parametrize("zero_w", [False, True])
-def test_relu_exact_gram_matches_direct_quadrature_at_one_time(zero_w):
+def test_relu_exact_gram_matches_direct_quadrature_at_one_time(zero_w, backend):
     """Exact ReLU E[phi phi^T] and E[y phi] vs scipy quad of the integrands at one
     noise level, every pair: both W > 0, both W < 0, mixed signs and (zero_w)
-    W = 0 features, active everywhere (b > 0) or nowhere (b < 0)."""
+    W = 0 features, active everywhere (b > 0) or nowhere (b < 0). The generic
+    backend takes the array-module kernel (CuPy's path) instead of numba's."""
     from scipy.integrate import quad
     sm, target = _sm(m=6, n=20)
     t, lam = 0.05, rf.OU().sigma2(0.05)
@@ -39,7 +42,7 @@ def test_relu_exact_gram_matches_direct_quadrature_at_one_time(zero_w):
         W[np.argmax(b)] = W[np.argmin(b)] = 0.0
     model = _with_weights(rf.RandomFeatureScore(m=6, seed=1), W)
     assert (W > 0).sum() >= 2 and (W < 0).sum() >= 2
-    form = rf.ScoreMatching.single_level(model, sm.data.x, t=t).train_form
+    form = rf.ScoreMatching.single_level(model, sm.data.x, t=t, backend=backend).train_form
     p = lambda z: np.exp(sm.data.log_pt(np.array([[z]]), t, rf.OU()))[0]
     s = lambda z: sm.data.score(np.array([[z]]), t, rf.OU())[0, 0]
     phi = lambda z: model.features(np.array([[z]]), t)[0]
@@ -69,6 +72,29 @@ def test_relu_exact_gram_parallel_kernel_matches_grid_quadrature():
         grid = rf.ScoreMatching(model, x, method="grid", z_density=32.0, **kw).quadratic_form(tgt)
         assert _rel(exact.gram, grid.gram) < 1e-6
         assert _rel(exact.cross, grid.cross) < 1e-6
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(method="grid"), dict(dim=2)])
+def test_assembly_backend_runs_the_same_numbers(kw):
+    """The assembly through a generic backend (the array-module code path CuPy
+    takes: the exact ReLU kernel in blocks, the row GEMMs) equals numba/NumPy's,
+    with more than one row block and both sign classes in the exact kernel."""
+    from rfdiff import gram
+    dim = kw.pop("dim", 1)
+    x = np.random.default_rng(0).standard_normal((60, dim)) + 2.0
+    model = rf.RandomFeatureScore(m=300, dim=dim, seed=4)
+    generic = Backend("generic", np)
+    old = gram._XP_BLOCK_ELEMENTS
+    gram._XP_BLOCK_ELEMENTS = 300 * 8 * 7            # ~7 rows per block
+    try:
+        forms = [rf.ScoreMatching(model, x, n_time=8, backend=be, **kw).train_form
+                 for be in ("numpy", generic)]
+    finally:
+        gram._XP_BLOCK_ELEMENTS = old
+    assert _rel(forms[1].gram, forms[0].gram) < 1e-13
+    assert _rel(forms[1].cross, forms[0].cross) < 1e-13
+    sm = rf.ScoreMatching(model, x, n_time=8, backend=generic, **kw)
+    assert sm.flow().backend is generic and sm.describe()["backend"] == "generic"
 
 
 def test_grid_method_converges_to_relu_exact_at_second_order():
