@@ -22,7 +22,7 @@ def main(argv=None):
     m = 1024 if args.quick else 4096
     n, n_time, n_eps = (200, 8, 8) if args.quick else (1000, 16, 4)
     out = {"m": m, "backend": be.name}
-    out["gemm_gflops"] = gemm_rate(1024 if args.quick else 2048)
+    out["gemm_gflops"] = gemm_rate(1024 if args.quick else 2048, repeat=5)
 
     # Gram assembly over rows (d = 2: the GEMM path). FLOPs counted as performed:
     # the symmetric rank-k update Phi^T Phi does R m (m + 1), the C product 2 R d m.
@@ -32,7 +32,7 @@ def main(argv=None):
     sm = rf.ScoreMatching(model, x, n_time=n_time, n_eps=n_eps)
     rows = list(qmc_rows(sm.data, sm.process, sm.t_nodes, sm.omega, n_eps, 0))
     R = sum(len(r[0]) for r in rows)
-    t_gram = best_of(lambda: (accumulate_rows(model, rows, be), be.synchronize()), 2)
+    t_gram = best_of(lambda: (accumulate_rows(model, rows, be), be.synchronize()), 5)
     out["rows"] = R
     out["gram_gflops"] = R * (m * (m + 1) + 2 * 2 * m) / t_gram / 1e9
     out["gram_fraction_of_gemm"] = out["gram_gflops"] / out["gemm_gflops"]

@@ -5,7 +5,7 @@ loss curve, for a range of widths m at fixed n and of sample sizes n at fixed
 m, and fits log-log exponents (theory: assembly O(n m n_time + m^2 n_time),
 eigendecomposition O(m^3), queries O(m^2) per tau).
 
-    python benchmarks/scaling.py [--quick] [--json PATH]
+    python benchmarks/scaling.py [--quick] [--json PATH] [--backend B]
 """
 import time
 
@@ -17,9 +17,9 @@ from analysis.fits import fit_power_law
 from _common import parser, report
 
 
-def _run(n, m, target, n_time):
+def _run(n, m, target, n_time, backend):
     x = target.sample(n, seed=0)
-    sm = rf.ScoreMatching(rf.RandomFeatureScore(m=m, seed=0), x, n_time=n_time)
+    sm = rf.ScoreMatching(rf.RandomFeatureScore(m=m, seed=0), x, n_time=n_time, backend=backend)
     t0 = time.perf_counter()
     sm.train_form
     t1 = time.perf_counter()
@@ -37,10 +37,10 @@ def main(argv=None):
     n_time = 64 if args.quick else 256
     ms = [128, 256, 512, 1024] if args.quick else [256, 512, 1024, 2048, 4096]
     ns = [250, 1000, 4000] if args.quick else [1000, 3000, 10000, 30000]
-    _run(50, 16, target, 4)                                # compile the numba kernels
+    _run(50, 16, target, 4, args.backend)                  # compile the numba kernels
     out = {"n_time": n_time}
     # best of three per point: one-off timings on a shared machine are too noisy to fit
-    best = lambda n, m: np.min([_run(n, m, target, n_time) for _ in range(3)], axis=0)
+    best = lambda n, m: np.min([_run(n, m, target, n_time, args.backend) for _ in range(3)], axis=0)
     by_m = np.array([best(1000, m) for m in ms])
     by_n = np.array([best(n, 256) for n in ns])
     for j, part in enumerate(("assembly", "eigh", "queries_64_taus")):

@@ -235,32 +235,34 @@ def _relu_kernel_impl(kp, jp, kn, jn, A, w, bias, z, const, inv_m, s, div):
     """
     B, k = s.shape
     npos, nneg = kp.shape[0], kn.shape[0]
-    c1p = np.empty((B, npos + 1))
-    c0p = np.empty((B, npos + 1))
-    c1n = np.empty((B, nneg + 1))
-    c0n = np.empty((B, nneg + 1))
     zstride = 1 if z.shape[0] > 1 else 0
     for b in numba.prange(B):
+        # per-score sums (small, thread-local: one shared (B, m) block per call
+        # costs fresh pages every call)
+        c1p = np.empty(npos + 1)
+        c0p = np.empty(npos + 1)
+        c1n = np.empty(nneg + 1)
+        c0n = np.empty(nneg + 1)
         a1 = 0.0
         a0 = 0.0
-        c1p[b, 0] = 0.0
-        c0p[b, 0] = 0.0
+        c1p[0] = 0.0
+        c0p[0] = 0.0
         for r in range(npos):
             j = jp[r]
             a1 += A[b, j] * w[j]
             a0 += A[b, j] * bias[j]
-            c1p[b, r + 1] = a1
-            c0p[b, r + 1] = a0
+            c1p[r + 1] = a1
+            c0p[r + 1] = a0
         a1 = 0.0
         a0 = 0.0
-        c1n[b, nneg] = 0.0
-        c0n[b, nneg] = 0.0
+        c1n[nneg] = 0.0
+        c0n[nneg] = 0.0
         for r in range(nneg - 1, -1, -1):      # suffix sums: active for z <= kink
             j = jn[r]
             a1 += A[b, j] * w[j]
             a0 += A[b, j] * bias[j]
-            c1n[b, r] = a1
-            c0n[b, r] = a0
+            c1n[r] = a1
+            c0n[r] = a0
         zrow = b * zstride
         p = 0
         q = 0
@@ -268,8 +270,8 @@ def _relu_kernel_impl(kp, jp, kn, jn, A, w, bias, z, const, inv_m, s, div):
             zi = z[zrow, i]
             p = _advance_le(kp, zi, p)
             q = _advance_lt(kn, zi, q)
-            s1 = c1p[b, p] + c1n[b, q]
-            s[b, i] = (zi * s1 + c0p[b, p] + c0n[b, q] + const[b]) * inv_m
+            s1 = c1p[p] + c1n[q]
+            s[b, i] = (zi * s1 + c0p[p] + c0n[q] + const[b]) * inv_m
             div[b, i] = s1 * inv_m
 
 
