@@ -37,12 +37,16 @@ def best_of(fn, repeat: int = 3) -> float:
     return min(times)
 
 
-def gemm_rate(n: int = 2048, repeat: int = 3) -> float:
-    """This machine's float64 GEMM rate in GFLOP/s, measured now."""
-    rng = np.random.default_rng(0)
-    a, b = rng.standard_normal((n, n)), rng.standard_normal((n, n))
-    a @ b
-    return 2 * n**3 / best_of(lambda: a @ b, repeat) / 1e9
+def best_times(fns, repeat: int = 5) -> list:
+    """Best wall time of each of ``fns`` (seconds), their calls interleaved, so
+    that a shared host's slow phases hit all of them alike."""
+    best = [float("inf")] * len(fns)
+    for _ in range(repeat):
+        for i, fn in enumerate(fns):
+            t0 = time.perf_counter()
+            fn()
+            best[i] = min(best[i], time.perf_counter() - t0)
+    return best
 
 
 def machine() -> dict:
