@@ -18,10 +18,11 @@ DEFAULTS = {"target": "two_modes", "mu": 3.0, "q1": 0.5, "n": 1000, "data_seed":
             "activation": "relu", "seed": 0, "t_min": 1e-3, "T": 8.0, "weighting": "sigma2",
             "n_time": None, "taus": "1e0:1e12:25",
             "metrics": ["train_loss", "population_loss", "kl_ode", "kl_sde", "girsanov"],
-            "tol": 1e-4, "out": "trajectory.nc", "plot": None}
+            "tol": 1e-4, "backend": "numpy", "out": "trajectory.nc", "plot": None}
 _TYPES = {"target": str, "mu": float, "q1": float, "n": int, "data_seed": int, "m": int,
           "activation": str, "seed": int, "t_min": float, "T": float, "weighting": str,
-          "n_time": int, "taus": str, "metrics": list, "tol": float, "out": str, "plot": str}
+          "n_time": int, "taus": str, "metrics": list, "tol": float, "backend": str, "out": str,
+          "plot": str}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -76,6 +77,7 @@ def _params(args) -> dict:
 
 def run(args) -> int:
     import rfdiff as rf
+    from .backend import get_backend
     from .trajectory import save, trajectory
 
     p = _params(args)
@@ -85,8 +87,12 @@ def run(args) -> int:
     n = v.positive_int("n", p["n"])
     x = target.sample(n, seed=p["data_seed"])
     model = rf.RandomFeatureScore(m=p["m"], activation=p["activation"], seed=p["seed"])
+    try:
+        backend = get_backend(p["backend"])
+    except (ImportError, RuntimeError) as exc:      # no CuPy, or no usable GPU: a usage error here
+        raise ValueError(f"backend: {exc}") from None
     sm = rf.ScoreMatching(model, x, t_min=p["t_min"], T=p["T"], weighting=p["weighting"],
-                          n_time=p["n_time"])
+                          n_time=p["n_time"], backend=backend)
     taus = parse_taus(p["taus"])
     ds = trajectory(sm, taus, target, metrics=p["metrics"], tol=v.positive("tol", p["tol"]),
                     seeds={"data_seed": p["data_seed"]})

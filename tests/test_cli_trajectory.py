@@ -37,7 +37,7 @@ def test_trajectory_config_file(tmp_path, capsys):
 @pytest.mark.parametrize("argv,msg", [
     (["--n", "-3"], "n must be"), (["--m", "0"], "m must be"), (["--taus", "1:2"], "taus must be"),
     (["--taus=-1:10:3"], "taus start"), (["--mu", "-1"], "mu"), (["--metrics", "nope"], "metric"),
-    (["--t-min", "5", "--T", "1"], "t_min must be < T"),
+    (["--t-min", "5", "--T", "1"], "t_min must be < T"), (["--backend", "nope"], "backend must be"),
 ])
 def test_trajectory_bad_input_is_one_line_exit_2(argv, msg, capsys, tmp_path):
     assert main(["trajectory", "--out", str(tmp_path / "x.nc"), *argv]) == 2
@@ -50,3 +50,12 @@ def test_trajectory_config_unknown_key(tmp_path, capsys):
     cfg.write_text("[trajectory]\nwidth = 3\n")
     assert main(["trajectory", "--config", str(cfg)]) == 2
     assert "[trajectory].width: unknown key" in capsys.readouterr().err
+
+
+def test_trajectory_backend_without_gpu_is_one_line_exit_2(capsys, tmp_path):
+    from rfdiff.backend import cupy_available
+    if cupy_available():
+        pytest.skip("a GPU is usable here")
+    assert main(["trajectory", "--out", str(tmp_path / "x.nc"), "--backend", "cupy"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "backend" in err and len(err.splitlines()) == 1
