@@ -112,8 +112,10 @@ def _relu_gram_xp(xp, npos, w, b, z, P, Q):
             for c0, c1 in ((j0, npos), (max(j0, npos), m)):
                 if c1 <= c0:
                     continue
-                wj, bj, zj, Pj, Qj = w[j0:j1, None, None], b[j0:j1, None], z[j0:j1, None], P[j0:j1, None], Q[j0:j1, None]
-                wk, bk, zk, Pk, Qk = w[None, c0:c1, None], b[None, c0:c1], z[None, c0:c1], P[None, c0:c1], Q[None, c0:c1]
+                rows_j, cols_k = slice(j0, j1), slice(c0, c1)
+                wj, wk = w[rows_j, None, None], w[None, cols_k, None]
+                bj, zj, Pj, Qj = (a[rows_j, None] for a in (b, z, P, Q))      # (rows, 1, nq)
+                bk, zk, Pk, Qk = (a[None, cols_k] for a in (b, z, P, Q))      # (1, cols, nq)
                 at_j = wk * Pj + bk * Qj              # the active interval ends at j's kink
                 at_k = wj * Pk + bj * Qk              # ... at k's kink
                 if c1 <= npos:                        # both w >= 0
