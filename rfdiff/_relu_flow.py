@@ -33,6 +33,20 @@ from ._batch import KinkOrder, RFBatch, _count_lt
 from ._numba import twins
 
 
+@numba.njit(inline="always", cache=True)
+def _bias_quadratic(ba, bm, bb):
+    """``(q1, q2)`` of the bias over a step, ``b(th) = ba + q1 th + q2 th^2``, the
+    quadratic through ``(0, ba)``, ``(1/2, bm)``, ``(1, bb)``."""
+    return 4.0 * bm - 3.0 * ba - bb, 2.0 * (ba + bb) - 4.0 * bm
+
+
+@numba.njit(inline="always", cache=True)
+def _tail(ts, ta, tb, g2ab, slope):
+    """``int_{ts}^{tb} g2/2 dt`` with g2 linear over the step: ``g2(t) = g2(ta) +
+    slope (t - ta)``, ``g2ab = g2(ta) + g2(tb)`` (trapezoid: exact)."""
+    return 0.25 * (tb - ts) * (g2ab + slope * (ts - ta))
+
+
 def _kernel_impl(xa, xb, va, vb, h, ua, ta, tb, g2a, g2b, cw, w, ba, bm, bb,
                  zs, js, ext, fast, out):
     """``out[b, i] = sum over features flipping in the step of sign * c_j G(t*, t_b)``
@@ -68,12 +82,9 @@ def _flip(j, b, x0, x1, v0, v1, h, ua, ta, dt, tb, g2a, g2b, cw, w, ba, bm, bb):
     act_a = pa >= 0.0
     if act_a == (pb >= 0.0):
         return 0.0
-    q1 = 4.0 * bm[j] - 3.0 * ba[j] - bb[j]
-    q2 = 2.0 * (ba[j] + bb[j]) - 4.0 * bm[j]
+    q1, q2 = _bias_quadratic(ba[j], bm[j], bb[j])
     th = _newton_theta(x0, x1, v0, v1, h, wj, ba[j], bb[j], q1, q2)
-    ts = math.exp(ua + th * h)
-    g2s = g2a + (g2b - g2a) * (ts - ta) / dt
-    tail = 0.25 * (tb - ts) * (g2s + g2b)            # int_{t*}^{t_b} g2/2 dt
+    tail = _tail(math.exp(ua + th * h), ta, tb, g2a + g2b, (g2b - g2a) / dt)
     return -cw[b, j] * tail if act_a else cw[b, j] * tail
 
 
@@ -137,13 +148,11 @@ def _flush(n, blk, idx, out, h, ua, ta, tb, g2ab, slope):
     if h <= _EXP_POLY_MAX_H:
         for p in range(n):
             th = _newton_theta(x0[p], x1[p], v0[p], v1[p], h, w[p], ba[p], bb[p], q1[p], q2[p])
-            ts = ta * _exp_taylor(th * h)
-            tail[p] = c[p] * 0.25 * (tb - ts) * (g2ab + slope * (ts - ta))
+            tail[p] = c[p] * _tail(ta * _exp_taylor(th * h), ta, tb, g2ab, slope)
     else:
         for p in range(n):
             th = _newton_theta(x0[p], x1[p], v0[p], v1[p], h, w[p], ba[p], bb[p], q1[p], q2[p])
-            ts = math.exp(ua + th * h)
-            tail[p] = c[p] * 0.25 * (tb - ts) * (g2ab + slope * (ts - ta))
+            tail[p] = c[p] * _tail(math.exp(ua + th * h), ta, tb, g2ab, slope)
     for p in range(n):
         out[idx[p]] += tail[p]
 
@@ -196,9 +205,7 @@ def _merge_impl(xa, xb, va, vb, h, ua, ta, tb, g2a, g2b, cw, w, ba, bm, bb,
             baj = ba[j]
             bbj = bb[j]
             c = sgn * cw[b, j]
-            # quadratic bias b(th) = ba + q1 th + q2 th^2 through (0, ba), (1/2, bm), (1, bb)
-            q1 = 4.0 * bm[j] - 3.0 * baj - bbj
-            q2 = 2.0 * (baj + bbj) - 4.0 * bm[j]
+            q1, q2 = _bias_quadratic(baj, bm[j], bbj)
             for ii in range(lo, hi):
                 blk[0, n] = xa[b, ii]
                 blk[1, n] = xb[b, ii]
@@ -273,9 +280,7 @@ def make_aux(batch: RFBatch, process, d: int = 1):
         for j in zero:                     # W_j = 0: the feature flips for every point at once
             if (ba[j] >= 0) != (bb[j] >= 0):
                 th = _bias_root(ba[j], bm[j], bb[j])
-                ts = math.exp(u + th * h)
-                g2s = g2a + (g2b - g2a) * (ts - ta) / (tb - ta)
-                tail = 0.25 * (tb - ts) * (g2s + g2b)
+                tail = _tail(math.exp(u + th * h), ta, tb, g2a + g2b, (g2b - g2a) / (tb - ta))
                 corr += (-1.0 if ba[j] >= 0 else 1.0) * cw[:, j][:, None] * tail
         _, sa = batch(y[..., :d], ta, dz=True)            # s'(X_a, t_a) = sum of active c_j
         G = 0.25 * (tb - ta) * (g2a + g2b)

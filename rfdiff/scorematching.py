@@ -235,8 +235,8 @@ class ScoreMatching:
                 c0 = self._train_c0(float(np.sum(w * np.sum(y * y, axis=1))))
                 return Flow.from_rows(phi, w, cross, c0, A0=A0, backend=backend or self.backend,
                                       rcond=rcond, problem=self, model=self.model)
-        return Flow.from_gram(self.train_form, A0=A0, backend=backend or self.backend, rcond=rcond, dtype=dtype,
-                              problem=self, model=self.model)
+        return Flow.from_gram(self.train_form, A0=A0, backend=backend or self.backend, rcond=rcond,
+                              dtype=dtype, problem=self, model=self.model)
 
     def quadrature_error(self, factor: int = 2) -> dict:
         """Relative change of G and C when the time quadrature (and the z-grid)

@@ -97,6 +97,29 @@ def test_assembly_backend_runs_the_same_numbers(kw):
     assert sm.flow().backend is generic and sm.describe()["backend"] == "generic"
 
 
+@pytest.mark.parametrize("signs", ["nonnegative", "mixed"])
+def test_accumulate_rows_equals_direct_weighted_sums(signs):
+    """G, C, c0 from row chunks (sqrt(w) rank-k update for w >= 0, the plain GEMM
+    otherwise) against the sums written out with einsum."""
+    from rfdiff.backend import NUMPY
+    from rfdiff.gram import accumulate_rows
+    rng = np.random.default_rng(5)
+    model = rf.RandomFeatureScore(m=40, dim=2, seed=2)
+    chunks = []
+    for t in (0.1, 0.7):
+        z, y = rng.standard_normal((2, 30, 2))
+        w = rng.uniform(0.1, 1.0, 30) * (1 if signs == "nonnegative" else rng.choice([-1.0, 1.0], 30))
+        chunks.append((z, t, w, y))
+    G, C, c0 = accumulate_rows(model, chunks, NUMPY)
+    phis = [model.features(z, t) for z, t, _, _ in chunks]
+    G_ref = sum(np.einsum("r,ri,rj->ij", w, phi, phi) for phi, (_, _, w, _) in zip(phis, chunks))
+    C_ref = sum(np.einsum("r,rd,rj->dj", w, y, phi) for phi, (_, _, w, y) in zip(phis, chunks))
+    c0_ref = sum(float(w @ np.sum(y * y, axis=1)) for _, _, w, y in chunks)
+    np.testing.assert_allclose(G, G_ref, rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(C, C_ref, rtol=1e-12, atol=1e-13)
+    assert c0 == pytest.approx(c0_ref, rel=1e-13)
+
+
 def test_grid_method_converges_to_relu_exact_at_second_order():
     exact, _ = _sm(n_time=8)
     G = exact.train_form.gram
