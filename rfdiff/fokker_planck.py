@@ -149,13 +149,17 @@ class FPGrid:
 
 
 def _stretch_params(K: float):
-    """``(beta, gamma)`` with 1% stretch at ``|xi| = 1/2`` and ``x(1) = c + K W``."""
+    """``(beta, gamma)`` with 1% stretch at ``|xi| = 1/2`` and ``x(1) = c + K W``.
+
+    The 1% condition bounds the reach from below: as beta -> 0 the map reaches
+    ``2 (1 + 0.08/6) W ~ 2.027 W``. Any smaller K gets that least reach (a grid
+    a little wider than asked, never narrower)."""
     from scipy.optimize import brentq
 
     def excess(beta):
         gamma = 0.01 / (math.cosh(beta / 2) - 1.0)
         return 2.0 * (1.0 + gamma * (math.sinh(beta) / beta - 1.0)) - K
-    beta = brentq(excess, 1e-3, 200.0) if K > 2.0 + 1e-12 else 1e-3
+    beta = brentq(excess, 1e-3, 200.0) if excess(1e-3) < 0 else 1e-3
     return beta, 0.01 / (math.cosh(beta / 2) - 1.0)
 
 

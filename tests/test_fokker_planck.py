@@ -96,6 +96,22 @@ def test_step_is_positive_and_conservative(seed, dr, scale):
     np.testing.assert_allclose(q @ grid.widths, 1.0, atol=1e-13)
 
 
+@pytest.mark.parametrize("stretch", [1.5, 2.0, 2.001, 2.02, 2.03, 5.0, 1e6])
+def test_stretched_grid_reaches_at_least_the_asked_width(stretch):
+    """The stretched map covers [c - K W, c + K W] (exactly when K exceeds the
+    map's least reach ~2.027, the least reach below it), its edges increase,
+    and the core [lo, hi] stays within 1% of uniform."""
+    grid = FPGrid(-5.0, 5.0, 64, stretch=stretch)
+    reach, least = grid.edges[-1] / 5.0, 2.0 * (1 + 0.08 / 6)
+    if stretch > least:
+        assert reach == pytest.approx(stretch, rel=1e-9)
+    else:
+        assert reach == pytest.approx(least, rel=1e-6)
+    assert grid.edges[0] == pytest.approx(-grid.edges[-1]) and np.all(np.diff(grid.edges) > 0)
+    core = np.abs(grid.centers) < 2.5
+    assert np.ptp(grid.widths[core]) <= 0.02 * grid.widths[core].mean()
+
+
 def test_step_equals_a_dense_solve_of_the_scharfetter_gummel_system():
     """The fused build-and-Thomas step against numpy's dense solve of the same
     tridiagonal system, assembled face by face from the flux formula."""
