@@ -218,7 +218,7 @@ def test_batched_feature_scores_equal_single_scores(activation, dim):
     A = np.random.default_rng(0).standard_normal((4, dim, 200))
     batch = _batch.RFBatch(model, A)
     x = np.sort(3 * np.random.default_rng(1).standard_normal((4, 50, dim)), axis=1)
-    for pts in (x, x[0]):
+    for pts in (x, x[0], x[:, ::-1], x[0, ::-1]):      # per-score / shared, ascending / not
         s, div = batch(pts, 0.3)
         for b in range(4):
             xb = pts if pts.ndim == 2 else pts[b]
