@@ -72,25 +72,26 @@ class ODEStats:
 
 def integrate(rhs, y0, u0: float, u1: float, norm, *, method: str = "dopri5",
               h0: float | None = None, max_steps: int = 100_000, min_step: float | None = None,
-              max_factor: float = 5.0, safety: float = 0.9, aux=None):
+              max_factor: float = 5.0, safety: float = 0.9, aux=None, xp=np):
     """Integrate ``dy/du = rhs(u, y)`` from ``u0`` to ``u1 > u0``; returns ``(y1, stats)``.
 
     ``aux(u, h, y, y_new, f_start, f_end) -> increment``, if given, is called for
     every accepted step (``f_*`` the right-hand side at the step's ends, for
     Hermite interpolation); the increments are summed into ``stats.extra["aux"]``.
+    ``xp``: the array module of ``y`` (NumPy, or CuPy with ``y0`` on the device).
     """
     tab = TABLEAUS[method]
     span = u1 - u0
     if min_step is None:
         min_step = 1e-10 * span
-    y = np.array(y0, dtype=np.float64)
+    y = xp.array(y0, dtype=np.float64)
     stats = ODEStats()
     u = u0
     k = [None] * len(tab.c)
     with np.errstate(over="ignore", invalid="ignore"):
         k[0] = rhs(u, y)
     stats.nfev += 1
-    if not np.all(np.isfinite(k[0])):
+    if not bool(xp.all(xp.isfinite(k[0]))):
         stats.status, stats.message, stats.u_fail = 3, "right-hand side not finite at the start", u
         return y, stats
     h = min(h0 if h0 is not None else 1e-2 * span, span)
@@ -114,7 +115,7 @@ def integrate(rhs, y0, u0: float, u1: float, norm, *, method: str = "dopri5",
                 k[i] = rhs(u + tab.c[i] * h, yi)
             stats.nfev += len(tab.c) - 1
             y_new = yi                       # FSAL: the last stage is at the new point
-            err = np.zeros_like(y)
+            err = xp.zeros_like(y)
             for j, ej in enumerate(tab.e):
                 if ej != 0.0:
                     err += (h * ej) * k[j]
@@ -140,6 +141,6 @@ def integrate(rhs, y0, u0: float, u1: float, norm, *, method: str = "dopri5",
             stats.n_rejected += 1
             h *= max(0.1, safety * en ** expo) if np.isfinite(en) else 0.1
             last_rejected = True
-    if not np.all(np.isfinite(y)):
+    if not bool(xp.all(xp.isfinite(y))):
         stats.status, stats.message, stats.u_fail = 3, "solution not finite", u
     return y, stats

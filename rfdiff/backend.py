@@ -1,8 +1,9 @@
 """Array backends: one small object passed down instead of ``if cupy:`` branches.
 
-A backend bundles an array module ``xp`` (NumPy or CuPy), its symmetric
-eigensolver and host/device transfers. The flow solver and the Gram assembly
-are written once against this interface. ``get_backend("auto")`` picks CuPy
+A backend bundles an array module ``xp`` (NumPy or CuPy), its special
+functions, its symmetric eigensolver and host/device transfers. The flow
+solver, the Gram assembly and the particle samplers are written once against
+this interface. ``get_backend("auto")`` picks CuPy
 when it imports and a CUDA device answers, NumPy otherwise; ``backend.name``
 says which was chosen.
 """
@@ -13,6 +14,7 @@ from types import ModuleType
 
 import numpy as np
 import scipy.linalg
+import scipy.special
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,15 @@ class Backend:
         if self.name == "cupy":
             return self.xp.asnumpy(a)
         return np.asarray(a)
+
+    @property
+    def special(self) -> ModuleType:
+        """The matching ``scipy.special`` (``cupyx.scipy.special`` for CuPy)."""
+        if self.name == "cupy":
+            import cupyx.scipy.special
+
+            return cupyx.scipy.special
+        return scipy.special
 
     def eigh(self, a):
         """Eigenvalues (ascending) and eigenvectors of a symmetric matrix."""

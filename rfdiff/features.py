@@ -29,19 +29,22 @@ ACTIVATIONS = ("relu", "softplus", "tanh", "gelu", "swish")
 EMBEDDINGS = ("log-sinusoidal", "ou")
 
 
-def activation(name: str, x: np.ndarray, out=None) -> np.ndarray:
+def activation(name: str, x, out=None, backend=None):
     """``act(x)`` for the named activation (numerically stable forms); ``out``
-    (ReLU only) receives the result in place (``out=x`` is allowed)."""
+    (ReLU only) receives the result in place (``out=x`` is allowed).
+    ``backend``: a :class:`~rfdiff.backend.Backend` whose arrays ``x`` are
+    (default NumPy)."""
+    xp, sp = (np, special) if backend is None else (backend.xp, backend.special)
     if name == "relu":
-        return np.maximum(x, 0.0, out=out)
+        return xp.maximum(x, 0.0, out=out)
     if name == "softplus":
-        return np.logaddexp(0.0, x)
+        return xp.logaddexp(0.0, x)
     if name == "tanh":
-        return np.tanh(x)
+        return xp.tanh(x)
     if name == "gelu":
-        return x * special.ndtr(x)
+        return x * sp.ndtr(x)
     if name == "swish":
-        return x * special.expit(x)
+        return x * sp.expit(x)
     raise ValueError(f"activation must be one of {ACTIVATIONS}, got {name!r}")
 
 

@@ -15,15 +15,24 @@ process ``dx = f x dt + g dW`` and a score s:
 
 The step uses the coefficients at the step's start time (Euler-Maruyama) or
 both ends (Heun); nothing else is hidden in the samplers.
+
+``backend`` (every sampler): ``"numpy"`` (default), ``"cupy"``, ``"auto"`` or a
+:class:`~rfdiff.backend.Backend`: where the particles live. A random-feature
+score is evaluated there by two GEMMs, ``act(x W^T + b(t)) (A/m)^T``; any other
+score is called on host (NumPy) arrays, one transfer each way per call.
+Noise is drawn on the host, so a seed gives the same samples on every
+backend up to rounding. The samples come back as a NumPy array.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from . import _validate as v
-from ._batch import make_batch
+from ._batch import DENSE_CHUNK, make_batch
 from ._ode import integrate
 from ._results import ConvergenceError
+from .backend import get_backend
+from .features import RFScore, activation
 from .process import OU, Process
 from .score import as_score
 
@@ -55,27 +64,33 @@ def prior_noise(n: int, dim: int = 1, seed: int = 0, process=None) -> np.ndarray
     return np.sqrt(process.prior_var) * rng.standard_normal((v.positive_int("n", n), v.positive_int("dim", dim)))
 
 
-def _check(score, x_T, ts):
-    score = _Eval(make_batch(as_score(score)))
+def _particles(x_T, backend):
     x = v.finite_array("x_T", x_T)
     if x.ndim == 1:
         x = x[:, None]
     if x.ndim != 2:
         raise ValueError(f"x_T must have shape (n, d), got {x.shape}")
+    return backend.asarray(x.copy())
+
+
+def _check(score, x_T, ts, backend):
+    be = get_backend(backend)
+    score = _evaluator(as_score(score), be)
+    x = _particles(x_T, be)
     ts = v.finite_array("ts", ts, ndim=1)
     if ts.size < 2 or np.any(np.diff(ts) >= 0) or ts[-1] <= 0:
         raise ValueError("ts must be a strictly decreasing array of >= 2 positive times")
-    return score, x.copy(), ts
+    return score, x, ts, be
 
 
-def euler_maruyama(score, x_T, ts, process=None, *, rng=None, noise=None) -> np.ndarray:
+def euler_maruyama(score, x_T, ts, process=None, *, rng=None, noise=None, backend="numpy") -> np.ndarray:
     """Reverse-SDE samples by Euler-Maruyama on the schedule ``ts``.
 
     Noise: ``noise`` (len(ts) - 1, n, d) standard normals if given (bit-for-bit
     reproducible comparisons), else drawn from ``rng`` (a Generator or a seed;
     default seed 0). Every step adds noise, the last one included.
     """
-    score, x, ts = _check(score, x_T, ts)
+    score, x, ts, be = _check(score, x_T, ts, backend)
     process = _process(process)
     n_steps = ts.size - 1
     if noise is not None:
@@ -88,8 +103,8 @@ def euler_maruyama(score, x_T, ts, process=None, *, rng=None, noise=None) -> np.
         t, h = float(ts[i]), float(ts[i + 1] - ts[i])
         f, g2 = float(process.f(t)), float(process.g2(t))
         xi = noise[i] if noise is not None else rng.standard_normal(x.shape)
-        x = x + h * (f * x - g2 * score(x, t)) + np.sqrt(g2 * -h) * xi
-    return x
+        x = x + h * (f * x - g2 * score(x, t)) + np.sqrt(g2 * -h) * be.asarray(xi)
+    return be.to_numpy(x)
 
 
 class _Eval:
@@ -103,14 +118,53 @@ class _Eval:
         return self.batch(x, float(t), dz=False)[0][0]
 
 
+class _DeviceRF:
+    """A random-feature score on an array backend: ``s = act(x W^T + b(t)) (A/m)^T``,
+    two GEMMs per chunk of at most ``DENSE_CHUNK`` pre-activations."""
+
+    def __init__(self, score: RFScore, backend):
+        self.model, self.be = score.model, backend
+        self.WT = backend.asarray(score.model.W.T)
+        self.AT = backend.asarray(score.A.T / score.model.m)
+
+    def __call__(self, x, t):
+        model, be = self.model, self.be
+        b = be.asarray(model.bias(float(t)))
+        out = be.xp.empty((x.shape[0], self.AT.shape[1]))
+        step = max(1, DENSE_CHUNK // model.m)
+        for i in range(0, x.shape[0], step):
+            pre = x[i:i + step] @ self.WT
+            pre += b
+            phi = activation(model.activation, pre, out=pre if model.activation == "relu" else None, backend=be)
+            out[i:i + step] = phi @ self.AT
+        return out
+
+
+class _HostScore:
+    """Any other score on a non-NumPy backend: called on host arrays."""
+
+    def __init__(self, score, backend):
+        self.score, self.be = _Eval(make_batch(score)), backend
+
+    def __call__(self, x, t):
+        return self.be.asarray(self.score(self.be.to_numpy(x), t))
+
+
+def _evaluator(score, backend):
+    """``s(x, t)`` at one scalar time, for particles on ``backend``."""
+    if backend.name == "numpy":
+        return _Eval(make_batch(score))
+    return (_DeviceRF if isinstance(score, RFScore) else _HostScore)(score, backend)
+
+
 def _velocity(score, process, x, t):
     f, g2 = float(process.f(t)), float(process.g2(t))
     return f * x - 0.5 * g2 * score(x, t)
 
 
-def heun(score, x_T, ts, process=None) -> np.ndarray:
+def heun(score, x_T, ts, process=None, *, backend="numpy") -> np.ndarray:
     """Probability-flow samples by Heun's method (2nd order) on the schedule ``ts``."""
-    score, x, ts = _check(score, x_T, ts)
+    score, x, ts, be = _check(score, x_T, ts, backend)
     process = _process(process)
     for i in range(ts.size - 1):
         t0, t1 = float(ts[i]), float(ts[i + 1])
@@ -118,37 +172,38 @@ def heun(score, x_T, ts, process=None) -> np.ndarray:
         d0 = _velocity(score, process, x, t0)
         x_e = x + h * d0
         x = x + 0.5 * h * (d0 + _velocity(score, process, x_e, t1))
-    return x
+    return be.to_numpy(x)
 
 
 def probability_flow(score, x_T, process=None, t_min: float = 1e-3, T: float = 8.0, *, rtol: float = 1e-7,
-                     atol: float = 1e-9, max_steps: int = 100_000, return_stats: bool = False):
+                     atol: float = 1e-9, max_steps: int = 100_000, return_stats: bool = False,
+                     backend="numpy"):
     """Probability-flow samples by an adaptive Dormand-Prince 5(4) solver.
 
     All particles share the steps (one score call per stage); a step is
     accepted when every particle's local error is below ``atol + rtol |x|``.
     Integrates in ``u = log t`` from T down to t_min. Raises ConvergenceError
-    when the step size underflows or ``max_steps`` is exceeded.
+    when the step size underflows or ``max_steps`` is exceeded. The stats
+    (``return_stats``) name the backend used in ``extra["backend"]``.
     """
-    score = as_score(score)
+    be = get_backend(backend)
+    score = _evaluator(as_score(score), be)
     process = _process(process)
     t_min, T = v.window(t_min, T)
-    x = v.finite_array("x_T", x_T)
-    if x.ndim == 1:
-        x = x[:, None]
-    batch = make_batch(score)
+    x = _particles(x_T, be)
+    xp = be.xp
 
     def rhs(w, y):          # w = -u, increasing from -log T to -log t_min
         t = float(np.exp(-w))
-        s, _ = batch(y, t, dz=False)
-        f, g2 = float(process.f(t)), float(process.g2(t))
-        return -t * (f * y - 0.5 * g2 * s[0])
+        return -t * _velocity(score, process, y, t)
 
     def norm(y, y_new, err):
-        scale = atol + rtol * np.maximum(np.abs(y), np.abs(y_new))
-        return float(np.max(np.abs(err) / scale))
+        scale = atol + rtol * xp.maximum(xp.abs(y), xp.abs(y_new))
+        return float(xp.max(xp.abs(err) / scale))
 
-    y, st = integrate(rhs, x, -float(np.log(T)), -float(np.log(t_min)), norm, max_steps=max_steps)
+    y, st = integrate(rhs, x, -float(np.log(T)), -float(np.log(t_min)), norm, max_steps=max_steps, xp=xp)
     if st.status != 0:
         raise ConvergenceError(f"probability_flow: {st.message}")
+    st.extra["backend"] = be.name
+    y = be.to_numpy(y)
     return (y, st) if return_stats else y

@@ -46,6 +46,50 @@ def test_float32_flow_accuracy_is_bounded():
     assert f32.n_clipped > f64.n_clipped
 
 
+def _sampler_cases():
+    """(score, x_T): a 1D ReLU flow score, 2D scores of every smooth activation, and
+    a plain callable (no features: called on host arrays)."""
+    x = rf.two_modes(2.0).sample(100, seed=0)
+    flow = rf.ScoreMatching(rf.RandomFeatureScore(m=48, seed=1), x, t_min=1e-2, T=2.0, n_time=8).flow()
+    noise1 = rf.samplers.prior_noise(200, seed=3)
+    cases = [(flow.score_at(1e3), noise1)]
+    rng = np.random.default_rng(4)
+    for act in ("softplus", "tanh", "gelu", "swish"):
+        model = rf.RandomFeatureScore(m=40, dim=2, activation=act, seed=2)
+        cases.append((model.score_fn(rng.standard_normal((2, 40))), rf.samplers.prior_noise(150, dim=2, seed=5)))
+    cases.append((rf.as_score(lambda z, t: -z * np.exp(-np.reshape(t, (-1, 1)))), noise1))
+    return cases
+
+
+@pytest.mark.parametrize("case", range(6))
+def test_samplers_on_a_generic_backend_match_numpy(case):
+    """Particles on a backend: random-feature scores by the backend's GEMMs (here
+    NumPy arrays through the generic path), other scores on host arrays; the same
+    samples as the NumPy path (sorted kinks / batched features) to rounding."""
+    from rfdiff.samplers import euler_maruyama, heun, probability_flow, time_schedule
+    score, x_T = _sampler_cases()[case]
+    generic = Backend("generic", np)
+    ts = time_schedule(2.0, 1e-2, 40)
+    # fixed steps agree to rounding; the adaptive solver's steps may differ where a
+    # step's error is within rounding of the tolerance (ReLU kinks: many
+    # rejections), so it agrees to its tolerance (rtol 1e-8 per step)
+    for run, tol in ((lambda be: heun(score, x_T, ts, backend=be), 1e-12),
+                     (lambda be: euler_maruyama(score, x_T, ts, rng=7, backend=be), 1e-12),
+                     (lambda be: probability_flow(score, x_T, t_min=1e-2, T=2.0, rtol=1e-8, backend=be), 1e-6)):
+        a, b = run("numpy"), run(generic)
+        assert isinstance(b, np.ndarray) and b.shape == a.shape
+        np.testing.assert_allclose(b, a, rtol=tol, atol=tol)
+    _, st = probability_flow(score, x_T, t_min=1e-2, T=2.0, return_stats=True, backend=generic)
+    assert st.extra["backend"] == "generic"
+
+
+def test_activation_on_a_backend():
+    from rfdiff.features import ACTIVATIONS, activation
+    x = np.linspace(-30, 30, 101)
+    for name in ACTIVATIONS:
+        np.testing.assert_array_equal(activation(name, x, backend=Backend("generic", np)), activation(name, x))
+
+
 @pytest.mark.gpu
 def test_cupy_matches_numpy():
     pytest.importorskip("cupy")
@@ -63,3 +107,11 @@ def test_cupy_matches_numpy():
         cpu, gpu = (rf.ScoreMatching(model, x, n_time=4, n_eps=8, backend=be).train_form for be in ("numpy", "cupy"))
         np.testing.assert_allclose(gpu.gram, cpu.gram, rtol=1e-10, atol=1e-14)
         np.testing.assert_allclose(gpu.cross, cpu.cross, rtol=1e-10, atol=1e-14)
+    # samplers with the particles on the GPU
+    from rfdiff.samplers import euler_maruyama, probability_flow, time_schedule
+    for score, x_T in _sampler_cases():
+        ts = time_schedule(2.0, 1e-2, 40)
+        np.testing.assert_allclose(euler_maruyama(score, x_T, ts, rng=7, backend="cupy"),
+                                   euler_maruyama(score, x_T, ts, rng=7), rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(probability_flow(score, x_T, t_min=1e-2, T=2.0, rtol=1e-8, backend="cupy"),
+                                   probability_flow(score, x_T, t_min=1e-2, T=2.0, rtol=1e-8), rtol=1e-6, atol=1e-6)
