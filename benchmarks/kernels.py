@@ -2,8 +2,9 @@
 
 Prints the Gram assembly (GEMM over quadrature rows) FLOP rate as a fraction of
 the float64 GEMM rate measured in the same run, the exact 1D ReLU assembly
-time, and rfdiff's eigendecomposition time relative to a bare
-``numpy.linalg.eigh`` on the same matrix.
+time, rfdiff's eigendecomposition time relative to a bare
+``numpy.linalg.eigh`` on the same matrix, and the time of a particle sampler
+(on a GPU backend: its speed-up over NumPy).
 
     python benchmarks/kernels.py [--quick] [--json PATH]
 """
@@ -71,6 +72,20 @@ def main(argv=None):
         A64 = f64.params(tau)
         out[f"float32_rel_error_at_tau*lmax={scale:g}"] = float(
             np.linalg.norm(f32.params(tau) - A64) / np.linalg.norm(A64))
+
+    # particle sampler (d = 2, Heun, 32 steps: 64 score calls) with the particles on
+    # the backend; on a GPU backend also its speed-up over the NumPy path
+    n_p, m_s = (10_000, 256) if args.quick else (50_000, 1024)
+    score = rf.RandomFeatureScore(m=m_s, dim=2, seed=0).score_fn(np.random.default_rng(2).standard_normal((2, m_s)))
+    x_T = rf.samplers.prior_noise(n_p, dim=2, seed=3)
+    ts = rf.samplers.time_schedule(8.0, 1e-3, 32)
+    heun = lambda name, x=x_T: rf.samplers.heun(score, x, ts, backend=name)
+    heun(be, x_T[:100])
+    out["sampler_particles"] = n_p
+    out["sampler_m"] = m_s
+    out["sampler_heun_32_steps_s"] = best_of(lambda: heun(be), 2)
+    if be.name != "numpy":
+        out["sampler_speedup_vs_numpy"] = best_of(lambda: heun("numpy"), 2) / out["sampler_heun_32_steps_s"]
     report(out, args.json)
 
 

@@ -59,3 +59,17 @@ def test_score_fn_checks_shape():
         model.score_fn(np.zeros((2, 8)))
     with pytest.raises(ValueError, match="finite"):
         model.score_fn(np.full((1, 8), np.nan))
+
+
+@pytest.mark.parametrize("shape", [(7, 5), (600, 1000)])       # serial / threaded kernel
+def test_relu_kernel_equals_numpy_maximum(shape):
+    """The numba ReLU (a plain loop) equals np.maximum(x, 0): NaN stays NaN, inf,
+    in place (out=x), and non-contiguous input (handed to np.maximum)."""
+    x = np.random.default_rng(0).standard_normal(shape)
+    x[0, :4] = [np.nan, np.inf, -np.inf, -0.0]
+    ref = np.maximum(x, 0.0)
+    np.testing.assert_array_equal(activation("relu", x), ref)
+    np.testing.assert_array_equal(activation("relu", x.T), ref.T)
+    y = x.copy()
+    assert activation("relu", y, out=y) is y
+    np.testing.assert_array_equal(y, ref)
