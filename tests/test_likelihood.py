@@ -123,7 +123,6 @@ def kl_prior_quad_empirical(emp, T):
 
 @pytest.mark.parametrize("kind", ["ode", "sde"])
 def test_generated_density_integrates_to_one(kind):
-    target = rf.two_modes(2.0, q1=0.3)
     s = mixture_score([0.3, 0.7], [-2.0, 2.0], [1.0, 1.0])
     x = np.linspace(-12, 12, 2401)
     p = generated_density(s, x, OU, 1e-3, 1.0, kind=kind, tol=1e-5)

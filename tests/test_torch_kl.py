@@ -1,5 +1,4 @@
 """A trained torch network in the exact KL machinery (rfdiff/torch/train.py -> kl_ode)."""
-import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
