@@ -28,7 +28,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _validate as v
-from ._batch import DENSE_CHUNK, make_batch
+from ._batch import make_batch
 from ._ode import integrate
 from ._results import ConvergenceError
 from .backend import get_backend
@@ -37,6 +37,10 @@ from .process import OU, Process
 from .score import as_score
 
 __all__ = ["time_schedule", "prior_noise", "euler_maruyama", "heun", "probability_flow"]
+
+#: pre-activations held at once by a random-feature score on a device backend
+#: (128 MB in float64: large GEMMs, few kernel launches)
+DEVICE_CHUNK = 1 << 24
 
 
 def _process(process) -> Process:
@@ -120,7 +124,7 @@ class _Eval:
 
 class _DeviceRF:
     """A random-feature score on an array backend: ``s = act(x W^T + b(t)) (A/m)^T``,
-    two GEMMs per chunk of at most ``DENSE_CHUNK`` pre-activations."""
+    two GEMMs per chunk of at most ``DEVICE_CHUNK`` pre-activations."""
 
     def __init__(self, score: RFScore, backend):
         self.model, self.be = score.model, backend
@@ -131,7 +135,7 @@ class _DeviceRF:
         model, be = self.model, self.be
         b = be.asarray(model.bias(float(t)))
         out = be.xp.empty((x.shape[0], self.AT.shape[1]))
-        step = max(1, DENSE_CHUNK // model.m)
+        step = max(1, DEVICE_CHUNK // model.m)
         for i in range(0, x.shape[0], step):
             pre = x[i:i + step] @ self.WT
             pre += b

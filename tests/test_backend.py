@@ -62,11 +62,13 @@ def _sampler_cases():
 
 
 @pytest.mark.parametrize("case", range(6))
-def test_samplers_on_a_generic_backend_match_numpy(case):
+def test_samplers_on_a_generic_backend_match_numpy(case, monkeypatch):
     """Particles on a backend: random-feature scores by the backend's GEMMs (here
-    NumPy arrays through the generic path), other scores on host arrays; the same
-    samples as the NumPy path (sorted kinks / batched features) to rounding."""
+    NumPy arrays through the generic path, in chunks of ~20 particles, the last
+    one partial), other scores on host arrays; the same samples as the NumPy
+    path (sorted kinks / batched features) to rounding."""
     from rfdiff.samplers import euler_maruyama, heun, probability_flow, time_schedule
+    monkeypatch.setattr(rf.samplers, "DEVICE_CHUNK", 1000)
     score, x_T = _sampler_cases()[case]
     generic = Backend("generic", np)
     ts = time_schedule(2.0, 1e-2, 40)
