@@ -227,6 +227,51 @@ class KinkOrder:
         return order
 
 
+@numba.njit(cache=True, nogil=True)
+def _relu_row(b, kp, jp, kn, jn, A, w, bias, z, const, inv_m, s, div):
+    """Row ``b`` of :func:`_relu_kernel_impl`: its prefix sums (thread-local: one
+    shared (B, m) block per call costs fresh pages every call), then the walk.
+    A function of its own, compiled as serial code: 10-20% faster than the same
+    body inlined into the parallel loop (two interleaved runs, B = 64, m = 4096,
+    k = 8192)."""
+    k = s.shape[1]
+    npos, nneg = kp.shape[0], kn.shape[0]
+    c1p = np.empty(npos + 1)
+    c0p = np.empty(npos + 1)
+    c1n = np.empty(nneg + 1)
+    c0n = np.empty(nneg + 1)
+    a1 = 0.0
+    a0 = 0.0
+    c1p[0] = 0.0
+    c0p[0] = 0.0
+    for r in range(npos):
+        j = jp[r]
+        a1 += A[b, j] * w[j]
+        a0 += A[b, j] * bias[j]
+        c1p[r + 1] = a1
+        c0p[r + 1] = a0
+    a1 = 0.0
+    a0 = 0.0
+    c1n[nneg] = 0.0
+    c0n[nneg] = 0.0
+    for r in range(nneg - 1, -1, -1):      # suffix sums: active for z <= kink
+        j = jn[r]
+        a1 += A[b, j] * w[j]
+        a0 += A[b, j] * bias[j]
+        c1n[r] = a1
+        c0n[r] = a0
+    zrow = b if z.shape[0] > 1 else 0
+    p = 0
+    q = 0
+    for i in range(k):
+        zi = z[zrow, i]
+        p = _advance_le(kp, zi, p)
+        q = _advance_lt(kn, zi, q)
+        s1 = c1p[p] + c1n[q]
+        s[b, i] = (zi * s1 + c0p[p] + c0n[q] + const[b]) * inv_m
+        div[b, i] = s1 * inv_m
+
+
 def _relu_kernel_impl(kp, jp, kn, jn, A, w, bias, z, const, inv_m, s, div):
     """Piecewise-linear ReLU score: prefix sums over sorted kinks, then one merge
     walk through the (mostly ascending) points per score.
@@ -235,46 +280,8 @@ def _relu_kernel_impl(kp, jp, kn, jn, A, w, bias, z, const, inv_m, s, div):
     of the kink); ``kn``/``jn`` those with ``W < 0`` (active left of it).
     ``z`` is (B, k) per-score points or (1, k) shared ones.
     """
-    B, k = s.shape
-    npos, nneg = kp.shape[0], kn.shape[0]
-    zstride = 1 if z.shape[0] > 1 else 0
-    for b in numba.prange(B):
-        # per-score sums (small, thread-local: one shared (B, m) block per call
-        # costs fresh pages every call)
-        c1p = np.empty(npos + 1)
-        c0p = np.empty(npos + 1)
-        c1n = np.empty(nneg + 1)
-        c0n = np.empty(nneg + 1)
-        a1 = 0.0
-        a0 = 0.0
-        c1p[0] = 0.0
-        c0p[0] = 0.0
-        for r in range(npos):
-            j = jp[r]
-            a1 += A[b, j] * w[j]
-            a0 += A[b, j] * bias[j]
-            c1p[r + 1] = a1
-            c0p[r + 1] = a0
-        a1 = 0.0
-        a0 = 0.0
-        c1n[nneg] = 0.0
-        c0n[nneg] = 0.0
-        for r in range(nneg - 1, -1, -1):      # suffix sums: active for z <= kink
-            j = jn[r]
-            a1 += A[b, j] * w[j]
-            a0 += A[b, j] * bias[j]
-            c1n[r] = a1
-            c0n[r] = a0
-        zrow = b * zstride
-        p = 0
-        q = 0
-        for i in range(k):
-            zi = z[zrow, i]
-            p = _advance_le(kp, zi, p)
-            q = _advance_lt(kn, zi, q)
-            s1 = c1p[p] + c1n[q]
-            s[b, i] = (zi * s1 + c0p[p] + c0n[q] + const[b]) * inv_m
-            div[b, i] = s1 * inv_m
+    for b in numba.prange(s.shape[0]):
+        _relu_row(np.int64(b), kp, jp, kn, jn, A, w, bias, z, const, inv_m, s, div)
 
 
 _relu_serial, _relu_parallel = twins(_relu_kernel_impl)
