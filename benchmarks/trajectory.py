@@ -38,9 +38,9 @@ def main(argv=None):
     metrics = tuple(args.metrics.split(","))
     target = rf.two_modes(3.0)
     x = target.sample(n, seed=0)
-    # compile the numba kernels outside the timings
+    # compile the numba kernels (of the metrics asked for) outside the timings
     small = rf.ScoreMatching(rf.RandomFeatureScore(m=8), x[:20], n_time=4)
-    trajectory(small, np.array([1.0, 10.0]), target, tol=1e-3)
+    trajectory(small, np.array([1.0, 10.0]), target, metrics=metrics, tol=1e-3)
 
     out = {"n": n, "m": m, "tol": args.tol}
     t0 = time.perf_counter()

@@ -9,7 +9,7 @@ import pytest
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
 KEYS = {
-    "kernels.py": ("gram_fraction_of_gemm", "eigh_ratio_vs_numpy"),
+    "kernels.py": ("gram_fraction_of_gemm", "eigh_ratio_vs_numpy", "sampler_heun_32_steps_s"),
     "flow_vs_gd.py": ("speedup", "speedup_same_rows", "torch_probe_vs_closed_form_gd"),
     "scaling.py": (),
     "trajectory.py": ("total_s", "trajectory_cost_in_gd_steps", "kl_ode_max_error"),
@@ -29,3 +29,16 @@ def test_quick_benchmark_runs_and_reports(script, tmp_path):
     if script == "flow_vs_gd.py":
         assert res["torch_probe_vs_closed_form_gd"] < 1e-9
         assert res["gd_rel_error_at_tau_max"] <= res["eps"]
+
+
+@pytest.mark.slow
+def test_gpu_check_script_runs_its_steps_on_the_cpu(tmp_path):
+    """benchmarks/gpu_check.sh (the prepared device check) with BACKEND=numpy QUICK=1:
+    every step runs and writes its JSON (its gpu-test step needs CuPy: skipped here)."""
+    import os
+    env = {**os.environ, "BACKEND": "numpy", "QUICK": "1", "OUT": str(tmp_path), "PYTHON": sys.executable}
+    r = subprocess.run(["bash", str(BENCH / "gpu_check.sh")], env=env, capture_output=True, text=True,
+                       timeout=1800)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert json.loads((tmp_path / "trajectory.json").read_text())["m"] == 512
+    assert "sampler_heun_32_steps_s" in json.loads((tmp_path / "kernels.json").read_text())
