@@ -100,6 +100,10 @@ def test_same_noise_same_samples_and_explicit_noise():
         euler_maruyama(s, x_T, ts, OU, noise=noise[:5])
     with pytest.raises(ValueError, match="decreasing"):
         heun(s, x_T, ts[::-1], OU)
+    for sampler in (lambda: heun(s, x_T, ts, OU, backend="tpu"),
+                    lambda: probability_flow(s, x_T, OU, T_MIN, T, backend="tpu")):
+        with pytest.raises(ValueError, match="backend must be one of"):
+            sampler()
 
 
 def test_samplers_in_two_dimensions():
