@@ -68,19 +68,19 @@ def prior_noise(n: int, dim: int = 1, seed: int = 0, process=None) -> np.ndarray
     return np.sqrt(process.prior_var) * rng.standard_normal((v.positive_int("n", n), v.positive_int("dim", dim)))
 
 
-def _particles(x_T, backend):
+def _prepare(score, x_T, backend):
+    """``(s, x, backend)``: the score as an evaluator and a copy of the particles, on the backend."""
+    be = get_backend(backend)
     x = v.finite_array("x_T", x_T)
     if x.ndim == 1:
         x = x[:, None]
     if x.ndim != 2:
         raise ValueError(f"x_T must have shape (n, d), got {x.shape}")
-    return backend.asarray(x.copy())
+    return _evaluator(as_score(score), be), be.asarray(x.copy()), be
 
 
 def _check(score, x_T, ts, backend):
-    be = get_backend(backend)
-    score = _evaluator(as_score(score), be)
-    x = _particles(x_T, be)
+    score, x, be = _prepare(score, x_T, backend)
     ts = v.finite_array("ts", ts, ndim=1)
     if ts.size < 2 or np.any(np.diff(ts) >= 0) or ts[-1] <= 0:
         raise ValueError("ts must be a strictly decreasing array of >= 2 positive times")
@@ -190,11 +190,9 @@ def probability_flow(score, x_T, process=None, t_min: float = 1e-3, T: float = 8
     when the step size underflows or ``max_steps`` is exceeded. The stats
     (``return_stats``) name the backend used in ``extra["backend"]``.
     """
-    be = get_backend(backend)
-    score = _evaluator(as_score(score), be)
+    score, x, be = _prepare(score, x_T, backend)
     process = _process(process)
     t_min, T = v.window(t_min, T)
-    x = _particles(x_T, be)
     xp = be.xp
 
     def rhs(w, y):          # w = -u, increasing from -log T to -log t_min
