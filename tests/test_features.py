@@ -73,3 +73,17 @@ def test_relu_kernel_equals_numpy_maximum(shape):
     y = x.copy()
     assert activation("relu", y, out=y) is y
     np.testing.assert_array_equal(y, ref)
+
+
+@pytest.mark.parametrize("dim", [1, 2, 8, 9])           # fused ReLU kernel up to d = 8, GEMM above
+def test_relu_features_equal_preactivation_path(dim):
+    """ReLU features (one fused numba pass for small d) equal act(z W^T + b(t)),
+    for one time and for a time per point, from a non-contiguous z."""
+    model = rf.RandomFeatureScore(m=37, dim=dim, seed=2)
+    z = np.random.default_rng(0).standard_normal((22, dim))[::2]
+    for t in (0.3, np.linspace(0.01, 2.0, 11)):
+        pre = z @ model.W.T + model.bias(t)
+        np.testing.assert_allclose(model.features(z, t), np.maximum(pre, 0.0), rtol=1e-13, atol=1e-14)
+        assert np.any(pre < 0) and np.any(pre > 0)
+    with pytest.raises(ValueError, match="one time per point"):
+        model.features(z, np.full(3, 0.5))
