@@ -12,6 +12,14 @@ from .process import OU, Process
 #: largest Gauss-Hermite order used (numpy's rule loses its weights beyond ~400)
 MAX_ORDER = 256
 
+#: nodes whose weight is below NEGLIGIBLE / (number of nodes) of the total (on
+#: the grid: where the law's density times the grid's length is below it) are
+#: dropped (grid: weight 0, no ODE solve): together their part of a KL is
+#: below NEGLIGIBLE x max |log p - log p_gen|. About half the nodes: the grid's
+#: window and high-order Gauss-Hermite rules reach far into the tails
+#: (15 standard deviations, where p ~ 1e-50).
+NEGLIGIBLE = 1e-16
+
 
 def as_process(process) -> Process:
     if process is None:
@@ -34,7 +42,9 @@ class NodeSets:
     ``base 2^level`` panels on an interval holding the law's mass, weights
     ``h p(x)``: O(h^2) also across the kinks that ReLU features put into
     ``log p_gen``, where Gauss-Hermite converges slowly. Each level's grid
-    contains the previous one.
+    contains the previous one. Nodes of negligible weight (:data:`NEGLIGIBLE`)
+    are dropped; on the grid (to keep it nested) they get weight 0, the same
+    nodes at every level.
     """
 
     def __init__(self, target, process, t_min, kind: str = "nodes", base: int = 16):
@@ -64,6 +74,7 @@ class NodeSets:
                 x, w = self.target.expectation_nodes(t, self.process, order=self.base << level)
                 x = np.asarray(x, dtype=np.float64)
                 keep = np.isfinite(w) & (w > 0)
+                keep[keep] = w[keep] * len(w) >= NEGLIGIBLE * w[keep].sum()
                 x, w = x[keep], w[keep]
                 if not x.size:
                     raise ValueError(f"target.expectation_nodes returned no usable nodes at order {self.base << level}")
@@ -84,6 +95,7 @@ class NodeSets:
                 w[[0, -1]] *= 0.5
                 bad = ~(np.isfinite(ref) & (w > 0))
                 w[bad], ref[bad] = 0.0, 0.0
+                w[np.exp(ref) * (hi - lo) < NEGLIGIBLE] = 0.0
             self._cache[key] = (x, w, ref)
         return self._cache[key]
 

@@ -187,13 +187,15 @@ def _kl_batch(batch: ScoreBatch, target, process, t_min, T, tol, quadrature, bas
         _solvesubset(idx, np.concatenate(xs), np.concatenate(ws), atol, spans)
 
     def _solvesubset(idx, x, w, atol, spans):
-        logp, st = ode_log_density(subset(batch, idx), x, process, t_min, T, atol=atol, weights=w,
-                                   method=method, max_steps=max_steps)
+        on = w > 0                        # nodes of weight 0 in every rule: no solve, log p_gen := 0
+        logp = np.zeros((len(idx), len(x)))
+        logp[:, on], st = ode_log_density(subset(batch, idx), x[on], process, t_min, T, atol=atol,
+                                          weights=w[on], method=method, max_steps=max_steps)
         work["nfev"] += st.nfev
         work["n_steps"] += st.n_steps
         work["n_rejected"] += st.n_rejected
         work["n_solves"] += 1
-        work["nodes"] = max(work["nodes"], len(x))
+        work["nodes"] = max(work["nodes"], int(on.sum()))
         if st.status != 0 and len(idx) > 1:
             # a common step serves all; isolate the member(s) that fail
             half = len(idx) // 2

@@ -102,6 +102,36 @@ def test_path_equals_single_scores(rf_problem):
         assert path[i].value == path.value[i]
 
 
+def test_grid_drops_the_same_negligible_nodes_at_every_level():
+    """Grid nodes where p (hi - lo) < NEGLIGIBLE have weight 0 at every level (so a
+    coarse level read off a finer one stays right), and only there."""
+    from rfdiff import _kl_common as kc
+    sets = kc.NodeSets(rf.two_modes(3.0), OU, 1e-3, "grid", 64)
+    lo, hi = sets.window()
+    for which in (0, 1):
+        zero = [sets.get(which, lev)[1] == 0 for lev in range(4)]
+        for lev in range(3):
+            assert np.array_equal(zero[lev], zero[lev + 1][::2])
+        x, w, ref = sets.get(which, 3)
+        assert np.array_equal(zero[3], np.exp(ref) * (hi - lo) < kc.NEGLIGIBLE)
+        assert 0.3 < zero[3].mean() < 0.7         # the window's far tails only
+        assert w.sum() == pytest.approx(1.0, abs=1e-9)
+
+
+def test_negligible_nodes_change_no_kl(rf_problem, monkeypatch):
+    """Skipping the weight-0 nodes solves fewer trajectories and gives the KL of
+    solving them all, within the error estimates."""
+    from rfdiff import _kl_common as kc
+    target, sm, flow = rf_problem
+    taus = np.array([10.0, 1e4])
+    fast = kl_ode_path(flow, taus, target, tol=1e-5)
+    monkeypatch.setattr(kc, "NEGLIGIBLE", 0.0)
+    full = kl_ode_path(flow, taus, target, tol=1e-5)
+    assert fast.work["nodes"] < 0.8 * full.work["nodes"]
+    assert np.all(np.abs(fast.value - full.value) <= fast.error + full.error)
+    assert np.all(np.abs(fast.kl_tmin - full.kl_tmin) <= fast.kl_tmin_error + full.kl_tmin_error)
+
+
 def test_empirical_optimal_score_kl_is_finite():
     """The memorising score (Empirical.score_fn) generates a law close to p^_tmin;
     for Empirical the value is KL(p^_tmin || p_gen)."""
