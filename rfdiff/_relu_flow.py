@@ -29,7 +29,7 @@ import math
 import numba
 import numpy as np
 
-from ._batch import KinkOrder, RFBatch, _count_lt
+from ._batch import PARALLEL_MIN_WORK, KinkOrder, RFBatch, _count_lt
 from ._numba import twins
 
 
@@ -251,7 +251,7 @@ def make_aux(batch: RFBatch, process, d: int = 1):
         corr = np.zeros_like(xa)
         za = -ba[nonzero] / w[nonzero]
         zb = -bb[nonzero] / w[nonzero]
-        par = xa.size >= (1 << 15) and xa.shape[0] > 1
+        par = xa.shape[0] > 1 and xa.shape[0] * (xa.shape[1] + nonzero.size) >= PARALLEL_MIN_WORK
         ordered = np.all(np.diff(xa, axis=1) >= 0, axis=1) & np.all(np.diff(xb, axis=1) >= 0, axis=1)
         if np.any(ordered):
             oa = orders.argsort("a", za).copy()
