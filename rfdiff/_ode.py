@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numba
 import numpy as np
 
 
@@ -70,6 +71,30 @@ class ODEStats:
     extra: dict = field(default_factory=dict)
 
 
+@numba.njit(cache=True, nogil=True)
+def _lincomb_kernel(beta, y, coef, ks, out):
+    for i in range(out.shape[0]):
+        acc = beta * y[i] if beta != 0.0 else 0.0
+        for j in range(len(ks)):
+            acc += coef[j] * ks[j][i]
+        out[i] = acc
+
+
+def _lincomb(xp, beta, y, coef, ks):
+    """``beta y + sum_j coef[j] ks[j]`` (terms with ``coef[j] = 0`` skipped): one
+    pass of a numba loop for NumPy arrays instead of two array passes a term."""
+    terms = [(c, k) for c, k in zip(coef, ks) if c != 0.0]
+    if xp is np and terms:
+        out = np.empty_like(y)
+        _lincomb_kernel(float(beta), y.reshape(-1), np.array([c for c, _ in terms]),
+                        tuple(np.ascontiguousarray(k).reshape(-1) for _, k in terms), out.reshape(-1))
+        return out
+    out = y * beta if beta != 0.0 else xp.zeros_like(y)
+    for c, k in terms:
+        out += c * k
+    return out
+
+
 def integrate(rhs, y0, u0: float, u1: float, norm, *, method: str = "dopri5",
               h0: float | None = None, max_steps: int = 100_000, min_step: float | None = None,
               max_factor: float = 5.0, safety: float = 0.9, aux=None, xp=np):
@@ -108,17 +133,11 @@ def integrate(rhs, y0, u0: float, u1: float, norm, *, method: str = "dopri5",
         h = min(h, u1 - u)
         with np.errstate(over="ignore", invalid="ignore"):
             for i in range(1, len(tab.c)):
-                yi = y.copy()
-                for j, aij in enumerate(tab.a[i]):
-                    if aij != 0.0:
-                        yi += (h * aij) * k[j]
+                yi = _lincomb(xp, 1.0, y, [h * aij for aij in tab.a[i]], k)
                 k[i] = rhs(u + tab.c[i] * h, yi)
             stats.nfev += len(tab.c) - 1
             y_new = yi                       # FSAL: the last stage is at the new point
-            err = xp.zeros_like(y)
-            for j, ej in enumerate(tab.e):
-                if ej != 0.0:
-                    err += (h * ej) * k[j]
+            err = _lincomb(xp, 0.0, y, [h * ej for ej in tab.e], k)
             en = norm(y, y_new, err)
         if not np.isfinite(en):
             en = np.inf

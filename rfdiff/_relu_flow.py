@@ -31,6 +31,7 @@ import numpy as np
 
 from ._batch import PARALLEL_MIN_WORK, KinkOrder, RFBatch, _count_lt
 from ._numba import twins
+from ._ode import _lincomb
 
 
 @numba.njit(inline="always", cache=True)
@@ -248,22 +249,24 @@ def make_aux(batch: RFBatch, process, d: int = 1):
         xb = np.ascontiguousarray(y_new[..., 0])
         va = np.ascontiguousarray(f_start[..., 0])
         vb = np.ascontiguousarray(f_end[..., 0])
-        corr = np.zeros_like(xa)
         za = -ba[nonzero] / w[nonzero]
         zb = -bb[nonzero] / w[nonzero]
         par = xa.shape[0] > 1 and xa.shape[0] * (xa.shape[1] + nonzero.size) >= PARALLEL_MIN_WORK
-        ordered = np.all(np.diff(xa, axis=1) >= 0, axis=1) & np.all(np.diff(xb, axis=1) >= 0, axis=1)
+        ordered = _ascending_rows(xa) & _ascending_rows(xb)
+        every = bool(np.all(ordered))
+        corr = np.empty_like(xa) if every else np.zeros_like(xa)
         if np.any(ordered):
             oa = orders.argsort("a", za).copy()
             ob = orders.argsort("a", zb)
             rows = np.flatnonzero(ordered)
-            sub = (slice(None),) if rows.size == len(ordered) else (rows,)
-            c = np.zeros((rows.size, xa.shape[1]))
+            sub = (slice(None),) if every else (rows,)
+            c = corr if every else np.zeros((rows.size, xa.shape[1]))
             (_merge_parallel if par else _merge_serial)(
                 xa[sub], xb[sub], va[sub], vb[sub], h, u, ta, tb, g2a, g2b, cw[sub], w, ba, bm, bb,
                 nonzero, oa, np.ascontiguousarray(za[oa]), ob, np.ascontiguousarray(zb[ob]), c)
-            corr[rows] = c
-        if not np.all(ordered):
+            if not every:
+                corr[rows] = c
+        if not every:
             rows = np.flatnonzero(~ordered)
             motion = np.abs(zb - za)
             ext = float(np.quantile(motion, 0.98)) if motion.size else 0.0
@@ -285,8 +288,22 @@ def make_aux(batch: RFBatch, process, d: int = 1):
         _, sa = batch(y[..., :d], ta, dz=True)            # s'(X_a, t_a) = sum of active c_j
         G = 0.25 * (tb - ta) * (g2a + g2b)
         dlog_alpha = float(process.log_alpha(tb) - process.log_alpha(ta))
-        return d * dlog_alpha - (sa * G + corr)
+        inc = _lincomb(np, -G, sa, [-1.0], [corr])
+        inc += d * dlog_alpha
+        return inc
     return aux
+
+
+@numba.njit(cache=True, nogil=True)
+def _ascending_rows(x):
+    """Whether each row of ``x`` (B, k) is ascending (NaN: not)."""
+    out = np.ones(x.shape[0], dtype=np.bool_)
+    for b in range(x.shape[0]):
+        for i in range(1, x.shape[1]):
+            if not x[b, i] >= x[b, i - 1]:
+                out[b] = False
+                break
+    return out
 
 
 def _bias_root(ba, bm, bb):

@@ -298,3 +298,36 @@ def test_merge_kernel_equals_brute_force_crossing_scan(h):
     out = np.full((B, k), np.nan)
     _merge_serial(*args, feat, oa, za[oa], ob, zb[ob], out)
     np.testing.assert_allclose(out, brute, rtol=1e-12, atol=1e-14)
+
+
+def test_fused_step_kernels_equal_numpy():
+    """The numba helpers of the ODE loop against the NumPy expressions they replace."""
+    from rfdiff._ode import _lincomb
+    from rfdiff._relu_flow import _ascending_rows
+    from rfdiff.likelihood import _error_norm
+    rng = np.random.default_rng(0)
+    y, k1, k2 = (rng.normal(size=(3, 50, 2)) for _ in range(3))
+    assert np.allclose(_lincomb(np, 0.7, y, [0.0, -2.0, 0.5], [y, k1, k2]), 0.7 * y - 2.0 * k1 + 0.5 * k2,
+                       rtol=0, atol=1e-14)
+    assert np.allclose(_lincomb(np, 0.0, y * np.nan, [1.5], [k1]), 1.5 * k1, rtol=0, atol=1e-15)
+
+    class Generic:                                    # any other array module: the plain path
+        zeros_like = staticmethod(np.zeros_like)
+    assert np.allclose(_lincomb(Generic, 0.7, y, [0.0, -2.0], [y, k1]), 0.7 * y - 2.0 * k1, atol=1e-14)
+
+    w = rng.random(50)
+    for d, with_ell in ((2, False), (1, True)):
+        e = (1 + np.abs(y[..., :d]).sum(-1) / 2.5) * np.abs(k1[..., :d]).sum(-1)
+        if with_ell:
+            e = e + np.abs(k1[..., d])
+        ref = max(e.max() / 1e-3, (e @ w).max() / 1e-6)
+        assert _error_norm(y, k1, d, 2.5, with_ell, w, 1e-3, 1e-6) == pytest.approx(ref, rel=1e-12)
+        assert _error_norm(y, k1, d, 2.5, with_ell, np.empty(0), 1e-3, 1e-6) == pytest.approx(e.max() / 1e-3)
+    bad = k1.copy()
+    bad[2, 7, 0] = np.nan
+    assert _error_norm(y, bad, 1, 2.5, True, w, 1e-3, 1e-6) == np.inf
+
+    x = np.sort(rng.normal(size=(4, 30)), axis=1)
+    x[1, 5], x[2, -1] = x[1, 4] - 1e-9, np.nan
+    assert list(_ascending_rows(x)) == [True, False, False, True]
+    assert list(_ascending_rows(np.zeros((2, 1)))) == [True, True]
