@@ -49,6 +49,8 @@ increment of every step is exact up to the kink-crossing times
 """
 from __future__ import annotations
 
+import math
+
 import numba
 import numpy as np
 
@@ -248,7 +250,7 @@ def _kl_batch(batch: ScoreBatch, target, process, t_min, T, tol, quadrature, bas
         with np.errstate(invalid="ignore", over="ignore"):
             return (ref[None, on] - lp[:, on]) @ w[on]
 
-    lev, a = 0, float(tol)
+    lev, a = _first_level(sets, quadrature, process, t_min, max_level), float(tol)
     active = np.arange(B)
     value = np.full((n_sets, B), np.nan)
     error = np.full((n_sets, B), np.inf)
@@ -329,6 +331,19 @@ def _kl_batch(batch: ScoreBatch, target, process, t_min, T, tol, quadrature, bas
     return value, error, converged, messages, work
 
 
+def _first_level(sets, quadrature, process, t_min, max_level):
+    """The grid's first level: panels no wider than ``sigma(t_min) / 2``. A
+    memorising generated law has spikes of that width at the training points,
+    and coarser grids are pre-asymptotic, where differences between levels
+    underestimate the error (two_modes, n = 1000, m = 1024, tau = 1e13, tol 5e-3:
+    0.0093 off, 0.0041 reported, from 512 panels). Capped at ``max_level - 1``."""
+    if quadrature != "grid":
+        return 0
+    lo, hi = sets.window()
+    panels = (hi - lo) / (0.5 * float(process.sigma(t_min)))
+    return min(max(0, math.ceil(math.log2(panels / sets.base))), max_level - 1)
+
+
 def kl_ode(score, target, process=None, t_min: float = 1e-3, T: float = 8.0, tol: float = 1e-6, *,
            quadrature: str = "auto", order: int = 16, n_grid: int = 256, max_level: int = 8,
            method: str = "auto", max_steps: int = 200_000, strict: bool = True) -> KLResult:
@@ -340,7 +355,8 @@ def kl_ode(score, target, process=None, t_min: float = 1e-3, T: float = 8.0, tol
     callable ``(z, t) -> (k, d)`` with ``.dz``.
 
     ``quadrature``: ``"nodes"`` (the target's nodes, starting at ``order``),
-    ``"grid"`` (1D trapezoid, starting at ``n_grid`` panels) or ``"auto"``
+    ``"grid"`` (1D trapezoid, starting at ``n_grid`` panels, or more: panels of
+    at most ``sigma(t_min) / 2``, the width of a memorising law's spikes) or ``"auto"``
     (``grid`` for 1D ReLU random features, whose ``log p_gen`` has kinks,
     ``nodes`` otherwise); refined by doubling at most ``max_level`` times (8: up
     to 65 536 grid panels, which memorising late-training densities at tol 1e-4
