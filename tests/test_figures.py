@@ -91,6 +91,7 @@ def test_kl_dynamics_data(runs):
     assert 0 < i < kl.size - 1
     assert kl[0] - kl[i] > err[0] + err[i] and kl[-1] - kl[i] > err[-1] + err[i]
     assert ds.tau.values[0] < a["ode_tau_star"] < ds.tau.values[-1]
+    assert ds.tau.values[0] <= a["ode_tau_lo"] <= ds.tau.values[i] <= a["ode_tau_hi"] <= ds.tau.values[-1]
     assert a["ode_kl_star"] <= kl[i] + 1e-12 and a["ode_kl_star_error"] >= 0
     # Girsanov: the bound dominates the SDE's KL(p_tmin || p_gen) along the whole trajectory
     slack = ds.girsanov_error.values + ds.kl_sde_tmin_error.values
@@ -214,8 +215,14 @@ def test_early_stopping_parabola():
     y = (np.log(t) - np.log(2e3)) ** 2 + 0.5
     es = early_stopping(t, y)
     assert es["interior"] and es["tau_star"] == pytest.approx(2e3, rel=1e-9)
+    assert es["tau_lo"] == es["tau_hi"] == 1e3                  # no errors: the grid minimum alone
+    # KL - 0.5 = 58, 28, 9.0, 0.48, 2.6, 15, 39: within 2 x 5 of the minimum at 1e2 .. 1e4
+    wide = early_stopping(t, y, np.full(7, 5.0))
+    assert (wide["tau_lo"], wide["tau_hi"]) == (1e2, 1e4) and wide["interior"]
+    assert not early_stopping(t, y, np.full(7, 20.0))["interior"]   # 39 - 0.48 < 2 x 20
     mono = early_stopping(t, -np.log(t))
     assert not mono["interior"] and mono["tau_star"] == t[-1]
+    assert mono["tau_lo"] == mono["tau_hi"] == t[-1]
     assert first_crossing(t, 1.0 / t, 1e-3) == pytest.approx(1e3)
     assert np.isnan(first_crossing(t, np.ones(7), 0.5))
 

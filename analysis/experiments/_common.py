@@ -56,6 +56,9 @@ def early_stopping(taus, kl, kl_err=None) -> dict:
     ``interior`` says whether the grid minimum has a neighbour on both sides
     that is larger by more than the combined error (a resolved U-shape); at an
     end point ``tau*`` is that end point and ``interior`` is False.
+    ``tau_lo``/``tau_hi``: the run of grid points around the minimum whose KL
+    is within the combined error of it (``kl_j - err_j <= kl_i + err_i``): where
+    tau* may lie, given the KL errors.
     """
     taus = np.asarray(taus, dtype=float)
     kl = np.asarray(kl, dtype=float)
@@ -63,6 +66,13 @@ def early_stopping(taus, kl, kl_err=None) -> dict:
     ok = np.isfinite(kl)
     i = int(np.nanargmin(np.where(ok, kl, np.inf)))
     res = {"index": i, "tau_grid": float(taus[i]), "kl_grid": float(kl[i]), "kl_grid_error": float(err[i])}
+    near = ok & (kl - err <= kl[i] + err[i])
+    lo = hi = i
+    while lo > 0 and near[lo - 1]:
+        lo -= 1
+    while hi < len(taus) - 1 and near[hi + 1]:
+        hi += 1
+    res["tau_lo"], res["tau_hi"] = float(taus[lo]), float(taus[hi])
     if 0 < i < len(taus) - 1:
         x = np.log(taus[i - 1:i + 2])
         y = kl[i - 1:i + 2]

@@ -68,7 +68,8 @@ def _headlines(preset, cache) -> list[str]:
     ds, _, _ = compute("kl-dynamics", preset, cache=cache)
     a = ds.attrs
     out.append(f"- kl-dynamics (RF, m = {a['model_m']}, n = {a['score_matching_n']}, mu = 3): "
-               f"tau* = {a['ode_tau_star']:.3g}, KL_ODE(tau*) = {a['ode_kl_star']:.4f} "
+               f"tau* = {a['ode_tau_star']:.3g} (KL within its errors of the minimum for tau in "
+               f"[{a['ode_tau_lo']:.3g}, {a['ode_tau_hi']:.3g}]), KL_ODE(tau*) = {a['ode_kl_star']:.4f} "
                f"+- {a['ode_kl_star_error']:.4f} (interior minimum: {'yes' if a['ode_interior'] else 'no'}; "
                f"KL at the last tau {a['ode_kl_final']:.3g}); SDE KL minimum {a['sde_kl_star']:.4f} "
                f"(interior: {'yes' if a['sde_interior'] else 'no'}).")

@@ -75,7 +75,7 @@ def _rf_part(p, target):
         if val > es["kl_grid"]:          # the parabola can miss on a rough curve: keep the grid point
             ts, val, err = es["tau_grid"], es["kl_grid"], es["kl_grid_error"]
         stars[kind] = dict(tau_star=ts, kl_star=val, kl_star_error=err, interior=es["interior"],
-                           kl_final=float(out[f"kl_{kind}"][-1]))
+                           tau_lo=es["tau_lo"], tau_hi=es["tau_hi"], kl_final=float(out[f"kl_{kind}"][-1]))
     info = {"flow_n_clipped": flow.n_clipped, "flow_lambda_max": flow.lambda_max,
             "flow_condition_number": flow.condition_number,
             "kl_ode_message": tr.attrs.get("kl_ode_message", "")[:500],
@@ -161,7 +161,8 @@ def compute(p: dict):
 
 def summary(ds) -> dict:
     a = ds.attrs
-    out = {"tau* (ODE)": a["ode_tau_star"], "KL(tau*) ODE": a["ode_kl_star"],
+    out = {"tau* (ODE)": a["ode_tau_star"], "tau* range (ODE)": (a["ode_tau_lo"], a["ode_tau_hi"]),
+           "KL(tau*) ODE": a["ode_kl_star"],
            "KL(tau*) ODE error": a["ode_kl_star_error"], "interior minimum (ODE)": bool(a["ode_interior"]),
            "KL at last tau (ODE)": a["ode_kl_final"],
            "tau* (SDE)": a["sde_tau_star"], "KL(tau*) SDE": a["sde_kl_star"],
