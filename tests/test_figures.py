@@ -159,6 +159,9 @@ def test_modes_shift_data(runs):
               "rf_verdict_paper_observation_holds"):
         assert ds.attrs[k] in (0, 1)
     assert _finite(ds.kl_ode.values) and np.all(ds.tau_star.values > 0)
+    assert np.all((ds.tau_lo.values <= ds.tau_hi.values) & (ds.tau_lo.values > 0))
+    r3, r15 = (ds.sel(mu=m) for m in (3.0, 15.0))
+    assert ds.attrs["rf_verdict_best_earlier"] == int(float(r15.tau_hi) < float(r3.tau_lo))
 
 
 def test_width_data(runs):

@@ -80,8 +80,9 @@ def _headlines(preset, cache) -> list[str]:
     b = dm.attrs
     if "rf_verdict_paper_observation_holds" in b:
         r3, r15 = (dm.sel(mu=m) for m in (3.0, 15.0))
-        out.append(f"- modes-shift, RF flow: tau*(mu=15) = {float(r15.tau_star):.3g} vs tau*(mu=3) = "
-                   f"{float(r3.tau_star):.3g}; late KL / best KL for mu = 15: "
+        rng = lambda r: f"{float(r.tau_star):.3g} [{float(r.tau_lo):.3g}, {float(r.tau_hi):.3g}]"  # noqa: E731
+        out.append(f"- modes-shift, RF flow: tau*(mu=15) = {rng(r15)} vs tau*(mu=3) = {rng(r3)} "
+                   f"(in brackets: KL within its errors of the minimum); late KL / best KL for mu = 15: "
                    f"{float(r15.kl_ode[-1]):.3g} / {float(r15.kl_star):.3g}; modes at the end: "
                    f"{b['rf_verdict_late_n_modes_mu15']}, lighter side's mass {b['rf_verdict_late_lighter_mass_mu15']:.2f}. "
                    f"Paper's observation (best early, then collapse to one mode) holds: "
