@@ -105,6 +105,19 @@ def test_loose_tolerance_error_is_honest_for_memorising_flows():
     assert fine.value[0] == pytest.approx(0.0248, abs=1e-3)
 
 
+def test_loose_tolerance_ode_error_needs_enough_steps():
+    """At tol 5e-3 the first ODE solves take ~20 and ~40 steps, where two tolerances
+    can agree by chance: with MIN_STEPS = 0, tau = 1e8 here came out 2.8x its
+    combined error bar away from the tol-2e-4 value."""
+    target = rf.two_modes(3.0)
+    sm = rf.ScoreMatching(rf.RandomFeatureScore(m=128, seed=1), target.sample(300, seed=1), n_time=64)
+    flow = sm.flow()
+    taus = np.logspace(8, 12, 5)
+    coarse = kl_ode_path(flow, taus, target, tol=5e-3)
+    fine = kl_ode_path(flow, taus, target, tol=2e-4)
+    assert np.all(np.abs(coarse.value - fine.value) <= coarse.error + fine.error)
+
+
 def test_path_equals_single_scores(rf_problem):
     target, sm, flow = rf_problem
     taus = np.array([0.0, 1.0, 1e3])
