@@ -33,7 +33,14 @@ value uses the finer rule and the tight tolerance, and the reported error is
 coarse resolutions' errors). On grids the quadrature term is
 ``max(|Q_h/2 - Q_h|, |Q_h - Q_2h| / 2)`` (nested grids: free): with ReLU
 features the trapezoid converges erratically until h resolves the kinks of
-``log p_gen``, and one small difference alone can be a coincidence. Orders and
+``log p_gen``, and one small difference alone can be a coincidence. Two
+resolution floors keep the differences out of the pre-asymptotic regime,
+where they agree by chance: grids start at panels of at most
+``sigma(t_min)/2`` (the spike width of a memorising law), and an ODE pair
+counts only when its coarser solve took at least :data:`MIN_STEPS` steps. A
+plateau in the level sequence can still hide an error (one case seen: 2x the
+bar; see the README). Nodes of negligible weight are not solved
+(:data:`rfdiff._kl_common.NEGLIGIBLE`). Orders and
 tolerances are refined until the error is below ``tol`` or a work limit is
 hit; then :class:`ConvergenceError` is raised (``strict=False`` returns the
 result with ``converged=False``). Nothing returns NaN or inf silently.
