@@ -118,6 +118,19 @@ def test_loose_tolerance_ode_error_needs_enough_steps():
     assert np.all(np.abs(coarse.value - fine.value) <= coarse.error + fine.error)
 
 
+def test_smooth_scores_are_not_held_to_min_steps():
+    """MIN_STEPS is for ReLU kinks. Held to it, a smooth (tanh) flow at tol 1e-3
+    kept refining the ODE tolerance while the quadrature level ran into its limit
+    (ConvergenceError with every error below tol)."""
+    target = rf.two_modes(2.0, q1=0.3)
+    sm = rf.ScoreMatching(rf.RandomFeatureScore(m=64, seed=0, activation="tanh"), target.sample(200, seed=0),
+                          n_time=16)
+    r = kl_ode_path(sm.flow(), np.logspace(0, 6, 7), target, tol=1e-3)
+    assert np.all(r.converged) and np.all(r.error <= 1e-3)
+    exact = kl_ode(target.score_fn(OU), target, OU, 1e-3, 1.0, tol=1e-3)
+    assert exact.work["atol"] >= 1e-5              # 15 steps suffice; MIN_STEPS took it to 1e-11
+
+
 def test_path_equals_single_scores(rf_problem):
     target, sm, flow = rf_problem
     taus = np.array([0.0, 1.0, 1e3])
