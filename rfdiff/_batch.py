@@ -40,6 +40,9 @@ class ScoreBatch:
 
     n: int
     dim: int
+    #: 1D ReLU random features: a piecewise-linear score whose kinks the solvers
+    #: treat exactly (set by :class:`RFBatch`)
+    relu_1d: bool = False
 
     def __call__(self, x, t: float, dz: bool = True):
         raise NotImplementedError

@@ -112,8 +112,7 @@ class NodeSets:
 def resolve_quadrature(quadrature, batch, dim):
     v.choice("quadrature", quadrature, QUADRATURES)
     if quadrature == "auto":
-        relu_1d = isinstance(batch, RFBatch) and batch.relu_1d
-        return "grid" if relu_1d else "nodes"
+        return "grid" if batch.relu_1d else "nodes"
     if quadrature == "grid" and dim != 1:
         raise ValueError("quadrature='grid' is 1D only; use 'nodes'")
     return quadrature

@@ -79,8 +79,8 @@ def _kink_rule(batch, target, process, t, n_panels):
 
 def _bound_batch(batch, target, process, t_min, T, tol, n_time, order, max_n_time, max_order=320,
                  quadrature="auto", with_prior=True):
-    kinks = quadrature == "kinks" or (quadrature == "auto" and isinstance(batch, RFBatch) and batch.relu_1d)
-    if kinks and not (isinstance(batch, RFBatch) and batch.relu_1d):
+    kinks = quadrature == "kinks" or (quadrature == "auto" and batch.relu_1d)
+    if kinks and not batch.relu_1d:
         raise ValueError("quadrature='kinks' needs a 1D ReLU random-feature score")
     if kinks:
         order, max_order = max(int(order), 32), max(max_order, 64 * 16)

@@ -119,7 +119,7 @@ def ode_log_density(batch: ScoreBatch, x, process: Process, t_min: float, T: flo
     order = np.argsort(x[:, 0], kind="stable") if d == 1 else np.arange(k)
     xs = x[order]
     B = batch.n
-    kinks = exact_kinks and isinstance(batch, RFBatch) and batch.relu_1d
+    kinks = exact_kinks and batch.relu_1d
     p = d if kinks else d + 1
     y0 = np.zeros((B, k, p))
     y0[..., :d] = xs[None]
@@ -192,7 +192,7 @@ def _error_norm(y_new, err, d, pv, with_ell, w, cap, atol):
 def _resolve_method(method, batch):
     v.choice("method", method, ("auto", "dopri5", "bs3"))
     if method == "auto":
-        return "bs3" if isinstance(batch, RFBatch) and batch.relu_1d else "dopri5"
+        return "bs3" if batch.relu_1d else "dopri5"
     return method
 
 
@@ -208,7 +208,7 @@ def _kl_batch(batch: ScoreBatch, target, process, t_min, T, tol, quadrature, bas
     failed = np.zeros(B, dtype=bool)
     nested = quadrature == "grid"          # the level-l grid is every other point of level l+1
     fewest = {}        # atol -> (B,) fewest steps of a solve at atol that held the member
-    min_steps = MIN_STEPS if isinstance(batch, RFBatch) and batch.relu_1d else 0
+    min_steps = MIN_STEPS if batch.relu_1d else 0
 
     def solve(keys, atol, idx):
         """Fill memo for ``keys`` (which, level) at ``atol`` for batch members ``idx``;
@@ -314,8 +314,8 @@ def _kl_batch(batch: ScoreBatch, target, process, t_min, T, tol, quadrature, bas
             failed[b] = True
             messages[b] = "log p_gen is not finite at quadrature nodes (generated density underflows)"
         ok = ok[fin]
-        coarse_ok = fewest.get(a, np.zeros(B))[ok] >= min_steps
-        done = ok[np.all(error[:, ok] <= tol, axis=0) & coarse_ok]
+        coarse_steps = fewest.get(a, np.zeros(B))
+        done = ok[np.all(error[:, ok] <= tol, axis=0) & (coarse_steps[ok] >= min_steps)]
         converged[done] = True
         active = np.setdiff1d(ok, done)
         if not active.size:
@@ -323,7 +323,7 @@ def _kl_batch(batch: ScoreBatch, target, process, t_min, T, tol, quadrature, bas
         eq = float(np.max(err_q[:, active]))
         eo = float(np.max(err_o[:, active]))
         need_q = eq > 0.5 * tol
-        need_o = eo > 0.5 * tol or not need_q or bool(np.any(fewest.get(a, np.zeros(B))[active] < min_steps))
+        need_o = eo > 0.5 * tol or not need_q or bool(np.any(coarse_steps[active] < min_steps))
         # jump by the observed error: O(h^2) per grid level, O(atol) for the ODE
         dlev = 1 + int(eq > 0.5 * tol * 16 and quadrature == "grid")
         if need_q and (lev + dlev >= max_level or (quadrature == "nodes" and sets.base << (lev + 2) > MAX_ORDER)):
