@@ -205,8 +205,16 @@ class Flow:
         return self._params_from_b(self._coords(tau), np.ndim(tau) == 0)
 
     def gd_params(self, lr, steps) -> np.ndarray:
-        """Gradient descent ``A_{k+1} = A_k - lr grad L(A_k)`` after ``steps`` steps."""
+        """Gradient descent ``A_{k+1} = A_k - lr grad L(A_k)`` after ``steps`` steps.
+
+        Stable only for ``lr < 2/lambda_max`` (each mode is multiplied by
+        ``1 - lr lambda`` per step); a larger ``lr`` raises ValueError naming
+        ``lr`` and the limit instead of returning overflowing (NaN) parameters.
+        """
         lr = v.positive("lr", lr)
+        if self.lambda_max > 0 and lr >= 2.0 / self.lambda_max:
+            raise ValueError(f"lr must be < 2/lambda_max = {2.0 / self.lambda_max:.6g} for gradient "
+                             f"descent to be stable (lambda_max = {self.lambda_max:.6g}), got {lr:g}")
         k = np.atleast_1d(np.asarray(steps))
         if np.any(k < 0) or np.any(k != np.round(k)):
             raise ValueError("steps must be integers >= 0")
