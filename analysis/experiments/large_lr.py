@@ -1,0 +1,468 @@
+"""Figure ``large-lr``: large learning rates in denoising score matching prevent memorization.
+
+After Wu, Marion, Biau, Boyer (COLT 2025, arXiv 2502.03435). One noise level
+``t`` of the OU process (``mu_t = e^{-t}``, ``sigma_t^2 = 1 - e^{-2t}``), a
+training set ``x_1..x_n ~ N(0, I_d)`` (fresh per seed, shared by every lr),
+and the denoising risk
+
+    R_n(s) = (1/n) sum_i E_{Y ~ N(mu_t x_i, sigma_t^2 I)} |s(Y) + (Y - mu_t x_i)/sigma_t^2|^2
+           = R_n(s*) + E_{Y ~ p_t} |s(Y) - s*(Y)|^2,
+
+``p_t = (1/n) sum_i N(mu_t x_i, sigma_t^2 I)`` and ``s* = grad log p_t`` the
+empirical optimal score (``rf.Empirical(x).score_fn(rf.OU())``). The second
+line is the excess risk we report.
+
+Network (mean-field two-layer ReLU): ``s(y) = (1/m) sum_j a_j ReLU(w_j . y + b_j)``,
+``a_j ~ N(0, I_d)``, ``w_j ~ N(0, I_d/d)``, ``b_j = 0``.
+
+Normalisation of the learning rate (our reading of the paper's eq. 8): the
+(S)GD step is ``theta <- theta - lr * m * grad``, the mean-field scaling under
+which each neuron moves O(lr) per step. Gradient descent is linearly stable at
+a minimum only if ``lr * m * lambda_max(Hess R_n) <= 2``: the threshold on the
+sharpness is ``2 / (m * lr)``.
+
+Training: SGD, batches of 50 fresh draws ``(i, eps)``, ``Y = mu_t x_i + sigma_t eps``,
+loss ``mean |s(Y) + eps/sigma_t|^2``; ``steps = round(horizon / lr)`` (steps
+proportional to 1/lr, as the paper's 5k..200k epochs). ``train="outer"``
+trains ``a`` only (the random-feature model).
+
+Measurements at the end of training:
+
+- ``excess_risk``: d = 1: composite Gauss-Legendre quadrature in y on
+  ``[min mu x - 12 sigma, max mu x + 12 sigma]`` (mass outside < 1e-32), with
+  the kinks ``-b_j/w_j`` of the ReLU net and a grid of spacing ``sigma/4`` as
+  breakpoints, so that the integrand is analytic on every panel; the error
+  estimate is the difference between 8 and 16 nodes per panel (raises
+  ``rf.ConvergenceError`` above ``quad_tol``). d > 1: Monte Carlo with
+  ``mc_draws`` fixed draws (its standard error reported).
+- ``sharpness``: ``lambda_max`` of the Hessian of ``R_n`` in the trained
+  parameters (Lanczos, ``scipy.sparse.linalg.eigsh``, on Hessian-vector
+  products). d = 1: autograd HVP of the quadrature risk plus the kink terms the
+  a.e. second derivative misses: ``d^2 s / d(w_j,b_j)^2 = (a_j/m) [y^2, y; y, 1] delta(w_j y + b_j)``,
+  which adds ``2 p_t(y_j) r(y_j) a_j / (m |w_j|) [y_j^2, y_j; y_j, 1]`` at ``y_j = -b_j/w_j``,
+  ``r = s - s*``. d > 1: the Monte Carlo risk's autograd Hessian (kink terms omitted).
+- ``memorization``: the paper trains at one noise level, so there is no
+  reverse-time sampler; we use the one-step Tweedie denoiser
+  ``x_hat = (Y + sigma_t^2 s(Y)) / mu_t`` with ``Y ~ p_t`` (``n_samples`` draws)
+  and report ``rf.metrics.memorization_fraction(x_hat, x)`` (nearest / second
+  nearest distance < 1/3). The same for ``s*`` is ``memorization_optimal``.
+
+The outer-only model is a quadratic in ``a``: ``R_n = a^T G a/m^2 - 2 a^T c/m + const``
+with ``G_jk = E_{p_t} phi_j phi_k``, ``c_j = E_{p_t} phi_j s*``, ``phi_j = ReLU(w_j y + b_j)``;
+full-batch gradient descent with step ``lr*m`` is ``a_k = a_0 - V diag((1-(1-lr l)^k)/l) V^T g_0``
+(eigenpairs ``(l, V)`` of ``H = 2G/m``, ``g_0 = H a_0 - 2c``): :func:`outer_closed_form`.
+Every stable lr has the same limit ``a_inf`` (the least-squares solution).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+import rfdiff as rf
+from rfdiff.run import Experiment, Task, point_function
+
+NAME = "large-lr"
+TRAIN_MODES = ("all", "outer")
+_GL8 = np.polynomial.legendre.leggauss(8)
+_GL16 = np.polynomial.legendre.leggauss(16)
+
+
+def _torch():
+    try:
+        import torch
+    except ImportError as e:  # pragma: no cover
+        raise ImportError("large-lr needs PyTorch: pip install 'rfdiff[torch]'") from e
+    return torch
+
+
+def _check(lr, t, seed, train, width, n, d):
+    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
+    if not (isinstance(t, (int, float)) and math.isfinite(t) and t > 0):
+        raise ValueError(f"t must be a finite number > 0, got {t!r}")
+    if train not in TRAIN_MODES:
+        raise ValueError(f"train must be one of {TRAIN_MODES}, got {train!r}")
+    for name, val, lo in (("seed", seed, 0), ("width", width, 1), ("n", n, 2), ("d", d, 1)):
+        if not isinstance(val, (int, np.integer)) or isinstance(val, bool) or val < lo:
+            raise ValueError(f"{name} must be an integer >= {lo}, got {val!r}")
+
+
+def training_set(n: int, d: int, seed: int) -> np.ndarray:
+    """``x_i ~ N(0, I_d)``, (n, d); the same for every learning rate."""
+    return np.random.default_rng([seed, 1]).standard_normal((n, d))
+
+
+def init_params(width: int, d: int, seed: int) -> dict:
+    """``a ~ N(0, I_d)``, ``w ~ N(0, I_d/d)``, ``b = 0`` (numpy float64)."""
+    rng = np.random.default_rng([seed, 2])
+    return {"a": rng.standard_normal((width, d)), "w": rng.standard_normal((width, d)) / math.sqrt(d),
+            "b": np.zeros(width)}
+
+
+def net(params, y):
+    """``s(y) = (1/m) ReLU(y w^T + b) a`` for torch or numpy arrays; y (N, d) -> (N, d)."""
+    h = y @ params["w"].T + params["b"]
+    h = h * (h > 0)
+    return h @ params["a"] / params["a"].shape[0]
+
+
+def kinks(params) -> np.ndarray:
+    """The ReLU kinks ``-b_j / w_j`` (d = 1; units with w_j = 0 have none)."""
+    w = np.asarray(params["w"])[:, 0]
+    b = np.asarray(params["b"])
+    ok = w != 0
+    return -b[ok] / w[ok]
+
+
+class Risk:
+    """The excess risk's measure: nodes ``y`` (N, d), weights (N,) of ``p_t``, ``s*(y)``.
+
+    d = 1: composite Gauss-Legendre on panels split at ``breaks`` (module
+    docstring), ``order`` 8 or 16 nodes per panel. d > 1: ``mc_draws`` fixed
+    draws of ``p_t`` with weight 1/N.
+    """
+
+    def __init__(self, x, t, breaks=(), order=16, mc_draws=20000, seed=0):
+        self.x = np.asarray(x, dtype=float)
+        self.t = float(t)
+        proc = rf.OU()
+        self.mu, self.sigma = float(proc.alpha(t)), float(proc.sigma(t))
+        n, d = self.x.shape
+        if d == 1:
+            c = self.mu * self.x[:, 0]
+            lo, hi = c.min() - 12 * self.sigma, c.max() + 12 * self.sigma
+            grid = np.arange(lo, hi, self.sigma / 4)
+            b = np.asarray(breaks, dtype=float)
+            edges = np.unique(np.concatenate([grid, [hi], b[(b > lo) & (b < hi)]]))
+            nodes, w = (_GL8 if order == 8 else _GL16)
+            half = np.diff(edges)[:, None] / 2
+            mid = (edges[:-1] + edges[1:])[:, None] / 2
+            y = (mid + half * nodes[None]).ravel()
+            dens = np.exp(-0.5 * ((y[:, None] - c[None]) / self.sigma) ** 2).mean(axis=1)
+            dens /= self.sigma * math.sqrt(2 * math.pi)
+            self.y = y[:, None]
+            self.weights = (half * w[None]).ravel() * dens
+        else:
+            rng = np.random.default_rng([seed, 3])
+            i = rng.integers(0, n, mc_draws)
+            self.y = self.mu * self.x[i] + self.sigma * rng.standard_normal((mc_draws, d))
+            self.weights = np.full(mc_draws, 1.0 / mc_draws)
+        self.s_star = np.asarray(rf.Empirical(self.x).score_fn(proc)(self.y, self.t)).reshape(self.y.shape)
+
+    def density(self, y):
+        c = self.mu * self.x[:, 0]
+        return np.exp(-0.5 * ((np.asarray(y)[:, None] - c[None]) / self.sigma) ** 2).mean(axis=1) / (
+            self.sigma * math.sqrt(2 * math.pi))
+
+    def excess(self, params) -> float:
+        r = net({k: np.asarray(v) for k, v in params.items()}, self.y) - self.s_star
+        return float(np.sum(self.weights * np.sum(r ** 2, axis=1)))
+
+
+def excess_risk(params, x, t, *, tol=1e-8, mc_draws=20000, seed=0) -> tuple[float, float]:
+    """``E_{p_t} |s - s*|^2`` and its error estimate (module docstring)."""
+    params = {k: np.asarray(v, dtype=float) for k, v in params.items()}
+    x = np.asarray(x, dtype=float)
+    if x.shape[1] == 1:
+        br = kinks(params)
+        v16 = Risk(x, t, br, 16).excess(params)
+        v8 = Risk(x, t, br, 8).excess(params)
+        err = abs(v16 - v8)
+        if not err <= tol * max(1.0, abs(v16)):
+            raise rf.ConvergenceError(f"excess-risk quadrature: 8/16-node difference {err:.2e} > tol {tol:g}")
+        return v16, err
+    risk = Risk(x, t, mc_draws=mc_draws, seed=seed)
+    r = net(params, risk.y) - risk.s_star
+    e = np.sum(r ** 2, axis=1)
+    return float(e.mean()), float(e.std(ddof=1) / math.sqrt(e.size))
+
+
+def _torch_params(params, torch):
+    return {k: torch.tensor(np.asarray(v, dtype=float), dtype=torch.float64) for k, v in params.items()}
+
+
+def hessian_operator(params, x, t, train="all", *, mc_draws=20000, seed=0):
+    """``(matvec, p)``: the Hessian of ``R_n`` in the trained parameters (flattened
+    ``[a, w, b]`` or ``[a]``) as a matrix-vector product (module docstring)."""
+    torch = _torch()
+    params = {k: np.asarray(v, dtype=float) for k, v in params.items()}
+    d = params["a"].shape[1]
+    m = params["a"].shape[0]
+    risk = Risk(x, t, kinks(params) if d == 1 else (), 16, mc_draws=mc_draws, seed=seed)
+    P = _torch_params(params, torch)
+    names = ("a", "w", "b") if train == "all" else ("a",)
+    shapes = [P[k].shape for k in names]
+    sizes = [P[k].numel() for k in names]
+    y = torch.tensor(risk.y)
+    ss = torch.tensor(risk.s_star)
+    om = torch.tensor(risk.weights)
+
+    def loss(*flat):
+        q = dict(P)
+        for k, f in zip(names, flat):
+            q[k] = f
+        return torch.sum(om * torch.sum((net(q, y) - ss) ** 2, dim=1))
+
+    # kink (delta) terms, d = 1 and trained hidden layer only
+    kink = None
+    if d == 1 and train == "all":
+        w, b, a = params["w"][:, 0], params["b"], params["a"][:, 0]
+        ok = w != 0
+        yj = np.where(ok, -b / np.where(ok, w, 1.0), 0.0)
+        r = (net(params, yj[:, None])[:, 0] - np.asarray(rf.Empirical(np.asarray(x)).score_fn(rf.OU())(
+            yj[:, None], float(t))).reshape(-1))
+        coef = np.where(ok, 2 * risk.density(yj) * r * a / (m * np.abs(np.where(ok, w, 1.0))), 0.0)
+        kink = (coef, yj)
+
+    def matvec(v):
+        v = np.asarray(v, dtype=float).ravel()
+        parts, o = [], 0
+        for sh, sz in zip(shapes, sizes):
+            parts.append(torch.tensor(v[o:o + sz]).reshape(sh))
+            o += sz
+        _, hv = torch.autograd.functional.hvp(loss, tuple(P[k] for k in names), tuple(parts))
+        out = np.concatenate([h.detach().numpy().ravel() for h in hv])
+        if kink is not None:
+            coef, yj = kink
+            vw, vb = v[m:2 * m], v[2 * m:3 * m]
+            out[m:2 * m] += coef * (yj ** 2 * vw + yj * vb)
+            out[2 * m:3 * m] += coef * (yj * vw + vb)
+        return out
+
+    return matvec, int(sum(sizes))
+
+
+def gradient(params, x, t, train="all") -> np.ndarray:
+    """Gradient of ``R_n`` (d = 1, quadrature with breakpoints at the current kinks)."""
+    torch = _torch()
+    params = {k: np.asarray(v, dtype=float) for k, v in params.items()}
+    risk = Risk(x, t, kinks(params), 16)
+    P = _torch_params(params, torch)
+    names = ("a", "w", "b") if train == "all" else ("a",)
+    for k in names:
+        P[k].requires_grad_(True)
+    loss = torch.sum(torch.tensor(risk.weights) * torch.sum((net(P, torch.tensor(risk.y))
+                                                            - torch.tensor(risk.s_star)) ** 2, dim=1))
+    g = torch.autograd.grad(loss, [P[k] for k in names])
+    return np.concatenate([gi.numpy().ravel() for gi in g])
+
+
+def sharpness(params, x, t, train="all", **kw) -> float:
+    """``lambda_max`` of the Hessian of ``R_n`` (Lanczos on :func:`hessian_operator`)."""
+    from scipy.sparse.linalg import LinearOperator, eigsh
+
+    mv, p = hessian_operator(params, x, t, train, **kw)
+    op = LinearOperator((p, p), matvec=mv, dtype=float)
+    return float(eigsh(op, k=1, which="LA", tol=1e-8, v0=np.ones(p))[0][0])
+
+
+def outer_gram(params, x, t) -> tuple[np.ndarray, np.ndarray]:
+    """``G_jk = E_{p_t} phi_j phi_k`` and ``c_j = E_{p_t} phi_j s*`` (d = 1, the same quadrature)."""
+    params = {k: np.asarray(v, dtype=float) for k, v in params.items()}
+    risk = Risk(x, t, kinks(params), 16)
+    h = risk.y @ params["w"].T + params["b"]
+    phi = h * (h > 0)
+    G = phi.T @ (risk.weights[:, None] * phi)
+    c = phi.T @ (risk.weights * risk.s_star[:, 0])
+    return G, c
+
+
+def outer_closed_form(params, x, t, lr, steps) -> np.ndarray:
+    """Full-batch GD on ``a`` (step ``lr*m``) after ``steps`` steps, in closed form (module docstring)."""
+    a0 = np.asarray(params["a"], dtype=float)[:, 0]
+    m = a0.size
+    G, c = outer_gram(params, x, t)
+    H = 2 * G / m
+    lam, V = np.linalg.eigh(H)
+    g0 = H @ a0 - 2 * c
+    with np.errstate(divide="ignore", invalid="ignore"):
+        f = np.where(np.abs(lam * lr) > 1e-12, -np.expm1(steps * np.log1p(-lr * lam)) / lam, lr * steps)
+    return a0 - V @ (f * (V.T @ g0))
+
+
+def outer_gradient_descent(params, x, t, lr, steps) -> np.ndarray:
+    """The same iterate by explicit torch full-batch GD on the quadrature risk (the check)."""
+    torch = _torch()
+    params = {k: np.asarray(v, dtype=float) for k, v in params.items()}
+    m = params["a"].shape[0]
+    risk = Risk(x, t, kinks(params), 16)
+    P = _torch_params(params, torch)
+    y, ss, om = torch.tensor(risk.y), torch.tensor(risk.s_star), torch.tensor(risk.weights)
+    h = y @ P["w"].T + P["b"]
+    phi = h * (h > 0)
+    a = P["a"].clone().requires_grad_(True)
+    for _ in range(int(steps)):
+        loss = torch.sum(om * torch.sum((phi @ a / m - ss) ** 2, dim=1))
+        (g,) = torch.autograd.grad(loss, [a])
+        with torch.no_grad():
+            a -= lr * m * g
+    return a.detach().numpy()[:, 0]
+
+
+def sgd(params, x, t, lr, steps, train="all", *, batch=50, seed=0, progress=False, max_norm=1e8):
+    """SGD on the denoising loss (module docstring): ``(params, diverged, loss_trace)``."""
+    torch = _torch()
+    from tqdm.auto import tqdm
+
+    proc = rf.OU()
+    mu, sigma = float(proc.alpha(t)), float(proc.sigma(t))
+    m = np.asarray(params["a"]).shape[0]
+    P = _torch_params(params, torch)
+    names = ("a", "w", "b") if train == "all" else ("a",)
+    for k in names:
+        P[k].requires_grad_(True)
+    X = torch.tensor(np.asarray(x, dtype=float))
+    gen = torch.Generator().manual_seed(int(seed) * 7919 + 17)
+    trace, diverged = [], False
+    every = max(1, steps // 50)
+    for k in tqdm(range(int(steps)), disable=not progress, desc=f"sgd lr={lr:g} {train}", leave=False):
+        i = torch.randint(0, X.shape[0], (batch,), generator=gen)
+        eps = torch.randn(batch, X.shape[1], generator=gen, dtype=torch.float64)
+        y = mu * X[i] + sigma * eps
+        loss = torch.mean(torch.sum((net(P, y) + eps / sigma) ** 2, dim=1))
+        if not torch.isfinite(loss):
+            diverged = True
+            break
+        g = torch.autograd.grad(loss, [P[n] for n in names])
+        with torch.no_grad():
+            for n, gi in zip(names, g):
+                P[n] -= lr * m * gi
+            if not all(torch.isfinite(P[n]).all() and P[n].abs().max() < max_norm for n in names):
+                diverged = True
+                break
+        if k % every == 0:
+            trace.append(float(loss.detach()))
+    return {k: v.detach().numpy().copy() for k, v in P.items()}, diverged, np.asarray(trace)
+
+
+def memorization(params, x, t, n_samples=1000, seed=0) -> float:
+    """Memorization fraction of one-step Tweedie denoisings of ``Y ~ p_t`` (module docstring)."""
+    proc = rf.OU()
+    mu, sigma = float(proc.alpha(t)), float(proc.sigma(t))
+    rng = np.random.default_rng([seed, 4])
+    x = np.asarray(x, dtype=float)
+    y = mu * x[rng.integers(0, x.shape[0], n_samples)] + sigma * rng.standard_normal((n_samples, x.shape[1]))
+    s = net(params, y) if params is not None else np.asarray(
+        rf.Empirical(x).score_fn(proc)(y, float(t))).reshape(y.shape)
+    xhat = (y + sigma ** 2 * s) / mu
+    return float(rf.metrics.memorization_fraction(xhat, x).value)
+
+
+@point_function
+def point(*, lr: float, t: float, seed: int, train: str = "all", width: int = 1000, n: int = 20, d: int = 1,
+          horizon: float = 2500.0, batch: int = 50, n_samples: int = 1000, progress: bool = False) -> dict:
+    """One training run: SGD at learning rate ``lr`` for ``round(horizon/lr)`` steps (module docstring)."""
+    _check(lr, t, seed, train, width, n, d)
+    if not (horizon > 0):
+        raise ValueError(f"horizon must be > 0, got {horizon!r}")
+    steps = max(1, int(round(horizon / lr)))
+    x = training_set(n, d, seed)
+    p0 = init_params(width, d, seed)
+    pT, diverged, trace = sgd(p0, x, t, lr, steps, train, batch=batch, seed=seed, progress=progress)
+    nan = float("nan")
+    out = {"steps": steps, "diverged": bool(diverged), "threshold": 2.0 / (width * lr),
+           "memorization_optimal": memorization(None, x, t, n_samples, seed),
+           "final_loss": float(np.mean(trace[-5:])) if trace.size else nan}
+    if diverged:
+        out.update(excess_risk=nan, excess_risk_error=nan, sharpness=nan, memorization=nan)
+        return out
+    er, err = excess_risk(pT, x, t, tol=1e-6, seed=seed)
+    out.update(excess_risk=er, excess_risk_error=err, sharpness=sharpness(pT, x, t, train, seed=seed),
+               memorization=memorization(pT, x, t, n_samples, seed))
+    return out
+
+
+_BASE = dict(n=20, d=1, batch=50, lrs=[0.5, 0.1, 0.05, 0.01], ts=[0.2, 0.05], trains=["all", "outer"])
+PRESETS = {
+    "tiny": dict(_BASE, width=20, horizon=1.0, lrs=[0.5, 0.1], ts=[0.2], seeds=[0, 1], n_samples=200),
+    # quick: width 100 and horizon 20 (lr*steps) instead of 1000 and 2500, to fit minutes on 2 cores
+    "quick": dict(_BASE, width=100, horizon=20.0, seeds=[0, 1, 2, 3, 4], n_samples=1000),
+    "full": dict(_BASE, width=1000, horizon=2500.0, seeds=list(range(30)), n_samples=1000),
+}
+
+
+def tasks(p: dict) -> list:
+    return [Task(point, dict(lr=lr, t=t, seed=s, train=tr, width=p["width"], n=p["n"], d=p["d"],
+                             horizon=p["horizon"], batch=p["batch"], n_samples=p["n_samples"]))
+            for tr in p["trains"] for t in p["ts"] for lr in p["lrs"] for s in p["seeds"]]
+
+
+_VARS = ("excess_risk", "excess_risk_error", "sharpness", "threshold", "memorization", "memorization_optimal",
+         "steps", "diverged", "final_loss")
+
+
+def reduce(p: dict, results: list):
+    import xarray as xr
+
+    dims = ("train", "t", "lr", "seed")
+    shape = tuple(len(p[k]) for k in ("trains", "ts", "lrs", "seeds"))
+    data = {v: np.full(shape, np.nan) for v in _VARS}
+    it = iter(results)
+    for a in range(shape[0]):
+        for b in range(shape[1]):
+            for c in range(shape[2]):
+                for e in range(shape[3]):
+                    r = next(it)
+                    for v in _VARS:
+                        data[v][a, b, c, e] = float(r[v].values)
+    ds = xr.Dataset({v: (dims, data[v]) for v in _VARS},
+                    coords={"train": list(p["trains"]), "t": list(p["ts"]), "lr": list(p["lrs"]),
+                            "seed": list(p["seeds"])})
+    proc = rf.OU()
+    ds["sigma_t"] = ("t", np.array([float(proc.sigma(t)) for t in p["ts"]]))
+    ds.attrs.update({"figure": NAME, "width": p["width"], "n": p["n"], "d": p["d"], "horizon_lr_times_steps":
+                     p["horizon"], "batch": p["batch"],
+                     "lr_normalisation": "step = lr*m*grad; stability threshold 2/(m*lr)",
+                     "excess_risk_method": "composite Gauss-Legendre, kinks as breakpoints (d=1); MC (d>1)",
+                     "memorization_method": "one-step Tweedie denoiser of Y~p_t, ratio<1/3"})
+    return ds
+
+
+def summary(ds) -> dict:
+    out = {}
+    for tr in ds.train.values:
+        for t in ds.t.values:
+            e = ds.excess_risk.sel(train=tr, t=t)
+            out[f"{tr}, t={t:g}: excess risk mean over seeds per lr {list(ds.lr.values)}"] = [
+                float(v) for v in np.nanmean(e.values, axis=1)]
+            out[f"{tr}, t={t:g}: sharpness / threshold"] = [
+                float(v) for v in np.nanmean((ds.sharpness / ds.threshold).sel(train=tr, t=t).values, axis=1)]
+    out["diverged runs"] = int(np.nansum(ds.diverged.values))
+    return out
+
+
+def plot(ds, stem):
+    from .. import plotting as P
+
+    with P.style():
+        fig, axes = P.subplots(3, 1, height=7.0)
+        lr = ds.lr.values
+        for row, (var, lab) in enumerate((("excess_risk", r"excess risk $R_n(\theta)-R_n(s^*)$"),
+                                          ("sharpness", r"sharpness $\lambda_{max}$"),
+                                          ("memorization", "memorization fraction"))):
+            ax = axes[row, 0]
+            for tr, ls in zip(ds.train.values, ("-", "--")):
+                for t in ds.t.values:
+                    y = ds[var].sel(train=tr, t=t).values
+                    med = np.nanmedian(y, axis=1)
+                    lo, hi = np.nanquantile(y, 0.1, axis=1), np.nanquantile(y, 0.9, axis=1)
+                    P.band(ax, lr, med, lo, hi, marker="o", ls=ls, label=f"{tr}, t={t:g}")
+            if var == "sharpness":
+                ax.plot(lr, 2 / (ds.attrs["width"] * lr), "k:", label=r"$2/(m\,\eta)$")
+            if var == "memorization":
+                for t in ds.t.values:
+                    ax.axhline(float(np.nanmean(ds.memorization_optimal.sel(t=t, train=ds.train.values[0]))),
+                               color="gray", lw=0.6, ls=":")
+            ax.set(xscale="log", xlabel=r"learning rate $\eta$", ylabel=lab)
+            if var != "memorization":
+                ax.set_yscale("log")
+            ax.legend(fontsize=5)
+        axes[0, 0].set_title(f"m={ds.attrs['width']}, n={ds.attrs['n']}, lr*steps={ds.attrs['horizon_lr_times_steps']:g}"
+                             " (median, 10-90% over seeds)", loc="left", fontsize=7)
+        return P.save_figure(fig, ds, stem)
+
+
+EXPERIMENT = Experiment(name=NAME, title="Large learning rates prevent memorization (Wu et al. 2025)",
+                        presets=PRESETS, tasks=tasks, reduce=reduce, plot=plot, summary=summary,
+                        regime="1D data n=20 from N(0,1), one noise level t, mean-field two-layer ReLU, SGD")
