@@ -31,11 +31,12 @@ exponents differ by exactly 1).
 """
 from __future__ import annotations
 
-import time
 
 import numpy as np
 
 from rfdiff import two_modes
+
+from rfdiff.run import Experiment, Task, point_function
 
 from . import _common as c
 
@@ -59,18 +60,23 @@ PRESETS = {
 }
 
 
-def early_stop_point(target, n, m, seed, p):
-    """tau*, KL(tau*), its error, whether the minimum is interior, the final KL and
-    the coarse curve, for one (n, m, seed)."""
-    flow, problem, _ = c.rf_flow(target, n, m, seed=seed, data_seed=seed, n_time=p["n_time"],
-                                 t_min=p["t_min"], T=p["T"], weighting=p["weighting"])
-    coarse = c.tau_grid(p["coarse_lo"], p["coarse_hi"], 1)
-    kc = c.flow_kl(flow, coarse, target, tol=p["coarse_kl_tol"])
+@point_function
+def point(*, n: int, m: int, seed: int, mu: float, q1: float, n_time: int, t_min: float, T: float,
+          weighting: str, coarse_lo: float, coarse_hi: float, fine_per_decade: float, kl_tol: float,
+          coarse_kl_tol: float, quadrature: bool = False) -> dict:
+    """One (n, m, seed): tau*, KL(tau*), its error, whether the minimum is interior,
+    the final KL and the coarse KL curve (module docstring). Seed ``seed`` draws the
+    training set and the frozen features; ``quadrature``: also record the time rule's error."""
+    target = two_modes(mu, q1)
+    flow, problem, _ = c.rf_flow(target, n, m, seed=seed, data_seed=seed, n_time=n_time, t_min=t_min, T=T,
+                                 weighting=weighting)
+    coarse = c.tau_grid(coarse_lo, coarse_hi, 1)
+    kc = c.flow_kl(flow, coarse, target, tol=coarse_kl_tol)
     i = int(np.argmin(kc["value"]))
     centre = np.log10(coarse[i])
-    lo, hi = max(centre - 1, p["coarse_lo"] - 1), centre + 1
-    fine = c.tau_grid(lo, hi, p["fine_per_decade"])
-    kf = c.flow_kl(flow, fine, target, tol=p["kl_tol"])
+    lo, hi = max(centre - 1, coarse_lo - 1), centre + 1
+    fine = c.tau_grid(lo, hi, fine_per_decade)
+    kf = c.flow_kl(flow, fine, target, tol=kl_tol)
     # the curve on the union of both grids decides whether the minimum is interior
     taus, first = np.unique(np.concatenate([fine, coarse]), return_index=True)   # shared taus: once
     kl_all = np.concatenate([kf["value"], kc["value"]])[first]
@@ -78,30 +84,49 @@ def early_stop_point(target, n, m, seed, p):
     es_all = c.early_stopping(taus, kl_all, err_all)
     es = c.early_stopping(fine, kf["value"], kf["error"])
     j = es["index"]
-    return dict(tau_star=es["tau_star"], kl_star=float(kf["value"][j]), kl_star_error=float(kf["error"][j]),
-                interior=bool(es_all["interior"]), kl_final=float(kc["value"][-1]),
-                curve=kc["value"], curve_error=kc["error"], coarse=coarse, problem=problem)
+    out = dict(tau_star=es["tau_star"], kl_star=float(kf["value"][j]), kl_star_error=float(kf["error"][j]),
+               interior=bool(es_all["interior"]), kl_final=float(kc["value"][-1]),
+               curve=kc["value"], curve_error=kc["error"],
+               coords={"tau_coarse": coarse}, dims={"curve": ["tau_coarse"], "curve_error": ["tau_coarse"]})
+    if quadrature:
+        out.update({f"quadrature_{k}": v for k, v in c.quadrature_check(problem).items()})
+    return out
 
 
-def _sweep(target, pairs, seeds, p):
+_POINT_KEYS = ("mu", "q1", "n_time", "t_min", "T", "weighting", "coarse_lo", "coarse_hi", "fine_per_decade",
+               "kl_tol", "coarse_kl_tol")
+
+
+def _pairs(p: dict) -> tuple:
+    """``(n-sweep pairs (n, m = m_ratio n), m-sweep pairs (n_for_m, m))``."""
+    n_values = list(p["n_values"])
+    m_of_n = [max(1, int(round(p["m_ratio"] * n))) for n in n_values]
+    return list(zip(n_values, m_of_n)), [(int(p["n_for_m"]), int(m)) for m in p["m_values"]]
+
+
+def tasks(p: dict) -> list:
+    """One point per (n, seed) of the n-sweep, then one per (m, seed) of the m-sweep."""
+    common = {k: p[k] for k in _POINT_KEYS}
+    out = []
+    for pairs in _pairs(p):
+        for a, (n, m) in enumerate(pairs):
+            for b, s in enumerate(p["seeds"]):
+                out.append(Task(point, dict(common, n=int(n), m=int(m), seed=int(s),
+                                            quadrature=(a == len(pairs) - 1 and b == 0))))
+    return out
+
+
+def _stack(results, pairs, seeds):
     keys = ("tau_star", "kl_star", "kl_star_error", "interior", "kl_final")
-    out = {k: np.full((len(pairs), len(seeds)), np.nan) for k in keys}
-    curves = None
-    quad = None
-    for a, (n, m) in enumerate(pairs):
-        for b, s in enumerate(seeds):
-            r = early_stop_point(target, n, m, s, p)
-            for k in keys:
-                out[k][a, b] = r[k]
-            if curves is None:
-                curves = np.full((len(pairs), len(seeds), r["coarse"].size), np.nan)
-                coarse = r["coarse"]
-            curves[a, b] = r["curve"]
-            if a == len(pairs) - 1 and b == 0:
-                quad = c.quadrature_check(r["problem"])
+    out = {k: np.array([[float(results[a * len(seeds) + b][k]) for b in range(len(seeds))]
+                        for a in range(len(pairs))]) for k in keys}
     out["interior"] = out["interior"].astype(np.int8)
-    out["quad"] = quad
-    return out, curves, coarse
+    curves = np.array([[results[a * len(seeds) + b]["curve"].values for b in range(len(seeds))]
+                       for a in range(len(pairs))])
+    q = results[(len(pairs) - 1) * len(seeds)]
+    out["quad"] = {k[len("quadrature_"):]: (int(q[k]) if k in ("quadrature_n_time", "quadrature_m")
+                                            else float(q[k])) for k in q.data_vars if k.startswith("quadrature_")}
+    return out, curves, results[0]["tau_coarse"].values
 
 
 def _fit(x, y, p, seed=0):
@@ -123,20 +148,20 @@ def _constant(measured, theory):
     return float(np.exp(np.mean(np.log(measured) - np.log(theory))))
 
 
-def compute(p: dict):
+def reduce(p: dict, results: list):
+    """Fits with bootstrap intervals, the bound with fitted constants, the theory exponents."""
     import xarray as xr
 
     from analysis.bounds import theory_exponents
 
-    t0 = time.perf_counter()
-    target = two_modes(p["mu"], p["q1"])
-    n_values = list(p["n_values"])
-    m_of_n = [max(1, int(round(p["m_ratio"] * n))) for n in n_values]
-    rn, curves_n, coarse = _sweep(target, list(zip(n_values, m_of_n)), p["seeds"], p)
-    t_n = time.perf_counter() - t0
-    m_values = list(p["m_values"])
-    rm, curves_m, _ = _sweep(target, [(p["n_for_m"], m) for m in m_values], p["seeds"], p)
-    t_m = time.perf_counter() - t0 - t_n
+    pairs_n, pairs_m = _pairs(p)
+    seeds = list(p["seeds"])
+    k = len(pairs_n) * len(seeds)
+    rn, curves_n, coarse = _stack(results[:k], pairs_n, seeds)
+    rm, curves_m, _ = _stack(results[k:], pairs_m, seeds)
+    n_values = [n for n, _ in pairs_n]
+    m_of_n = [m for _, m in pairs_n]
+    m_values = [m for _, m in pairs_m]
     quad = {"n_sweep": rn.pop("quad"), "m_sweep": rm.pop("quad")}
 
     theory = theory_exponents()
@@ -172,7 +197,6 @@ def compute(p: dict):
              "n_sweep_width": f"m = {p['m_ratio']:g} n", "m_sweep_n": p["n_for_m"],
              "early_stopping_criterion": "argmin of KL_ODE on a fine log grid around the coarse "
                                          "minimum, parabola in log tau; KL(tau*) = fine-grid minimum",
-             "seconds_n_sweep": t_n, "seconds_m_sweep": t_m,
              "bound": "tau^4/(m n) + tau^3/m^2 + 1/tau (seed 000), minimised over tau; "
                       "drawn times a constant fitted in log space",
              "bound_constants": consts, "quadrature_error": quad}
@@ -253,3 +277,9 @@ def plot(ds, stem):
             ax.set_title(title, loc="left", fontsize=8)
             ax.legend(loc="best")
         return P.save_figure(fig, ds, stem)
+
+
+EXPERIMENT = Experiment(name=NAME, title=TITLE, presets=PRESETS, tasks=tasks, reduce=reduce, plot=plot,
+                        summary=summary,
+                        regime="1D: two_modes(mu=3), full-time random-feature flow (ReLU features with "
+                               "bias and time embedding); n-sweep at m = m_ratio n, m-sweep at large n")

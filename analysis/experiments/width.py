@@ -22,6 +22,8 @@ import numpy as np
 
 from rfdiff import two_modes
 
+from rfdiff.run import Experiment, Task, point_function
+
 from . import _common as c
 
 NAME = "width"
@@ -43,50 +45,68 @@ def _interp_log(taus, y, at):
     return float(np.interp(np.log(at), np.log(taus), y))
 
 
-def compute(p: dict):
+@point_function
+def point(*, m: int, seed: int, mu: float, q1: float, n: int, n_time: int, t_min: float, T: float,
+          weighting: str, tau_lo: float, tau_hi: float, per_decade: float, kl_tol: float,
+          kl_level: float, fixed_taus: list, quadrature: bool = False) -> dict:
+    """One width ``m`` and seed: the ODE KL on the log tau grid and what is read off it.
+
+    Seed ``seed`` draws both the training set (n points of ``two_modes(mu, q1)``)
+    and the frozen features. ``quadrature``: also record the time rule's error.
+    """
+    t1 = time.perf_counter()
+    target = two_modes(mu, q1)
+    taus = c.tau_grid(tau_lo, tau_hi, per_decade)
+    fixed = np.asarray(fixed_taus, dtype=float)
+    flow, problem, _ = c.rf_flow(target, n, m, seed=seed, data_seed=seed, n_time=n_time, t_min=t_min, T=T,
+                                 weighting=weighting)
+    r = c.flow_kl(flow, taus, target, tol=kl_tol)
+    es = c.early_stopping(taus, r["value"], r["error"])
+    out = {"kl_ode": r["value"], "kl_ode_error": r["error"],
+           "kl_at_fixed_tau": np.array([_interp_log(taus, r["value"], t) for t in fixed]),
+           "first_tau_below_level": c.first_crossing(taus, r["value"], kl_level),
+           "tau_star": es["tau_grid"], "kl_star": es["kl_grid"],
+           "coords": {"tau": taus, "fixed_tau": fixed}, "dims": {"kl_ode": ["tau"], "kl_ode_error": ["tau"],
+                                                                 "kl_at_fixed_tau": ["fixed_tau"]}}
+    if quadrature:
+        out.update({f"quadrature_{k}": v for k, v in c.quadrature_check(problem).items()})
+    out["seconds"] = time.perf_counter() - t1
+    return out
+
+
+_POINT_KEYS = ("mu", "q1", "n", "n_time", "t_min", "T", "weighting", "tau_lo", "tau_hi", "per_decade",
+               "kl_tol", "kl_level", "fixed_taus")
+
+
+def tasks(p: dict) -> list:
+    """One point per (m, seed); the widest m's first seed also records the quadrature error."""
+    common = {k: p[k] for k in _POINT_KEYS}
+    ms, seeds = list(p["m_values"]), list(p["seeds"])
+    return [Task(point, dict(common, m=int(m), seed=int(s), quadrature=(a == len(ms) - 1 and b == 0)))
+            for a, m in enumerate(ms) for b, s in enumerate(seeds)]
+
+
+def reduce(p: dict, results: list):
+    """Stack the points over (m, seed); attrs: the widths that never reach ``kl_level``."""
     import xarray as xr
 
-    t0 = time.perf_counter()
-    target = two_modes(p["mu"], p["q1"])
     ms, seeds = list(p["m_values"]), list(p["seeds"])
-    taus = c.tau_grid(p["tau_lo"], p["tau_hi"], p["per_decade"])
-    fixed = np.asarray(p["fixed_taus"], dtype=float)
-    shape = (len(ms), len(seeds))
-    kl = np.full(shape + (taus.size,), np.nan)
-    kl_err = np.full_like(kl, np.nan)
-    kl_fixed = np.full(shape + (fixed.size,), np.nan)
-    first = np.full(shape, np.nan)
-    tau_star = np.full(shape, np.nan)
-    kl_star = np.full(shape, np.nan)
-    seconds = np.zeros(shape)
-    for a, m in enumerate(ms):
-        for b, s in enumerate(seeds):
-            t1 = time.perf_counter()
-            flow, problem, _ = c.rf_flow(target, p["n"], m, seed=s, data_seed=s, n_time=p["n_time"],
-                                         t_min=p["t_min"], T=p["T"], weighting=p["weighting"])
-            if a == len(ms) - 1 and b == 0:
-                quad = c.quadrature_check(problem)
-            r = c.flow_kl(flow, taus, target, tol=p["kl_tol"])
-            kl[a, b], kl_err[a, b] = r["value"], r["error"]
-            kl_fixed[a, b] = [_interp_log(taus, r["value"], t) for t in fixed]
-            first[a, b] = c.first_crossing(taus, r["value"], p["kl_level"])
-            es = c.early_stopping(taus, r["value"], r["error"])
-            tau_star[a, b], kl_star[a, b] = es["tau_grid"], es["kl_grid"]
-            seconds[a, b] = time.perf_counter() - t1
-    mm = np.asarray(ms, dtype=float)[:, None]
-    data = {
-        "kl_ode": (("m", "seed", "tau"), kl), "kl_ode_error": (("m", "seed", "tau"), kl_err),
-        "kl_at_fixed_tau": (("m", "seed", "fixed_tau"), kl_fixed),
-        "first_tau_below_level": (("m", "seed"), first),
-        "first_kernel_time_below_level": (("m", "seed"), first / mm),
-        "tau_star": (("m", "seed"), tau_star), "kl_star": (("m", "seed"), kl_star),
-        "kl_final": (("m", "seed"), kl[:, :, -1]), "seconds": (("m", "seed"), seconds),
-    }
-    ds = xr.Dataset(data, coords={"m": ms, "seed": seeds, "tau": taus, "fixed_tau": fixed})
+    quad = next(r for r in results if "quadrature_m" in r)
+    quad = {k[len("quadrature_"):]: (int(quad[k]) if k in ("quadrature_n_time", "quadrature_m")
+                                     else float(quad[k])) for k in quad.data_vars if k.startswith("quadrature_")}
+    keep = ("kl_ode", "kl_ode_error", "kl_at_fixed_tau", "first_tau_below_level", "tau_star", "kl_star",
+            "seconds")
+    grid = [[results[a * len(seeds) + b][list(keep)] for b in range(len(seeds))] for a in range(len(ms))]
+    ds = xr.combine_nested(grid, concat_dim=["m", "seed"], combine_attrs="drop")
+    ds = ds.assign_coords(m=ms, seed=seeds).transpose("m", "seed", ...)
+    ds["first_kernel_time_below_level"] = ds.first_tau_below_level / ds.m.astype(float)
+    ds["kl_final"] = ds.kl_ode.isel(tau=-1, drop=True)
+    ds = ds.transpose("m", "seed", ...)
+    first = ds.first_tau_below_level.values
     never = [int(m) for m, f in zip(ms, np.all(np.isnan(first), axis=1)) if f]
     attrs = {"figure": NAME, "target": f"two_modes(mu={p['mu']}, q1={p['q1']})", "n": p["n"],
              "kl_level": p["kl_level"], "widths_never_below_level": never if never else "none",
-             "seconds_total": time.perf_counter() - t0, "quadrature_error": quad,
+             "seconds_total": float(ds.seconds.sum()), "quadrature_error": quad,
              "kl_ode_method": f"rfdiff.kl_ode_path, tol={p['kl_tol']}"}
     ds.attrs.update(c.netcdf_attrs(attrs))
     return ds
@@ -149,3 +169,9 @@ def plot(ds, stem):
             ax.text(0.02, 0.02, f"never reaches it: m = {never}", transform=ax.transAxes, fontsize=6)
         ax.legend()
         return P.save_figure(fig, ds, stem)
+
+
+EXPERIMENT = Experiment(name=NAME, title=TITLE, presets=PRESETS, tasks=tasks, reduce=reduce, plot=plot,
+                        summary=summary,
+                        regime="1D: two_modes(mu=3), full-time random-feature flow (ReLU features with "
+                               "bias and time embedding), n = 1000, m = 2..2048")
