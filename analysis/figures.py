@@ -55,6 +55,7 @@ FIGURES = {
     "modes-shift": "modes_shift",
     "width": "width",
     "memorization-time": "memorization_time",
+    "large-lr": "large_lr",
 }
 
 
@@ -110,8 +111,8 @@ def _compute_entry(figure: str, params: dict):
     t0, c0 = time.perf_counter(), time.process_time()
     with threads(_THREADS[0]):
         if hasattr(fig.module, "EXPERIMENT"):      # ported to the protocol of rfdiff.run
-            from rfdiff.run import run_serial
-            ds = run_serial(fig.module.EXPERIMENT, "tiny", overrides=params)
+            from rfdiff.run import run_params
+            ds = run_params(fig.module.EXPERIMENT, params)
         else:
             ds = fig.module.compute(params)
     ds.attrs["seconds_compute"] = time.perf_counter() - t0

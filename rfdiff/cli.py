@@ -156,7 +156,7 @@ COMMANDS += [
             add_arguments=lazy("analysis.figures:add_figure_arguments"),
             run=lazy("analysis.figures:run_figure"),
             epilog="examples:\n  rfdiff figure kl-dynamics\n  rfdiff figure scaling --full --out paper/\n"
-                   "figures: kl-dynamics, scaling, modes-shift, width, memorization-time\n",
+                   "figures: kl-dynamics, scaling, modes-shift, width, memorization-time, large-lr\n",
             description="Compute (or read from the cache), plot and save one figure."),
     Command("figures", "make all figures of the paper (--quick: a few minutes on 2 cores)",
             add_arguments=lazy("analysis.figures:add_figures_arguments"),

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
 __all__ = ["Experiment", "Task", "point_function", "registered", "spec_of", "as_dataset",
-           "run_serial", "PRESET_NAMES"]
+           "run_serial", "run_params", "PRESET_NAMES"]
 
 PRESET_NAMES = ("tiny", "quick", "full")
 
@@ -98,11 +98,16 @@ def as_dataset(result: dict):
 
 
 def run_serial(experiment: Experiment, preset: str = "tiny", overrides: dict | None = None):
-    """Every point in this process, no cache: ``experiment.reduce(params, results)``."""
+    """Every point of a preset in this process, no cache: ``experiment.reduce(params, results)``
+    with provenance (parameters, seeds, versions, git revision) attached."""
+    return run_params(experiment, experiment.params(preset, overrides), preset)
+
+
+def run_params(experiment: Experiment, params: dict, preset: str | None = None):
+    """:func:`run_serial` for explicit parameters (``preset``: only recorded)."""
     from ..io import attach_provenance
     from ..provenance import provenance
 
-    params = experiment.params(preset, overrides)
     results = [as_dataset(t.function(**t.params)) for t in experiment.tasks(params)]
     ds = experiment.reduce(params, results)
     seeds = {k: v for k, v in params.items() if "seed" in k}
