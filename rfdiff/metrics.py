@@ -137,6 +137,15 @@ def weighted_quantile_error(diff, weights, delta: float) -> float:
     delta = v.real("delta", delta, lo=0.0, hi=1.0, hi_open=True)
     a = np.abs(np.asarray(diff, dtype=np.float64)).ravel()
     w = np.asarray(weights, dtype=np.float64).ravel()
+    if a.size == 0:
+        raise ValueError("quantile error needs at least one point (got an empty x / diff)")
+    if w.shape != a.shape:
+        raise ValueError(f"weights must have one entry per point ({a.size}), got {w.size}")
+    if not np.all(np.isfinite(a)):
+        raise ValueError("score differences must be finite (got NaN or inf at "
+                         f"{int(np.sum(~np.isfinite(a)))} of {a.size} points)")
+    if not np.all(np.isfinite(w)) or np.any(w < 0) or not w.sum() > 0:
+        raise ValueError("weights must be finite, >= 0 and not all zero")
     w = w / w.sum()
     order = np.argsort(-a, kind="stable")
     a, w = a[order], w[order]
@@ -160,6 +169,8 @@ def quantile_error(s, s_ref, x, delta: float, t=None, weights=None, *, n_boot: i
     and ``error`` is the bootstrap standard error (``n_boot`` resamples, seeded).
     """
     x = np.asarray(x, dtype=np.float64)
+    if x.size == 0:
+        raise ValueError("quantile error needs at least one point (got an empty x)")
     ev = lambda f: (np.asarray(f, dtype=np.float64) if not callable(f)  # noqa: E731
                     else as_score(f)(x if x.ndim == 2 else x[:, None], np.full(len(x), float(t))))
     d = ev(s) - ev(s_ref)
@@ -220,6 +231,8 @@ def _pts(name, x, d=None):
         a = a[:, None]
     if a.ndim != 2 or (d is not None and a.shape[1] != d):
         raise ValueError(f"{name} must have shape (n, {d if d is not None else 'd'}), got {a.shape}")
+    if len(a) == 0:
+        raise ValueError(f"{name} must hold at least one point (n >= 1), got 0")
     return a
 
 
