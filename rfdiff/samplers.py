@@ -76,7 +76,20 @@ def _prepare(score, x_T, backend):
         x = x[:, None]
     if x.ndim != 2:
         raise ValueError(f"x_T must have shape (n, d), got {x.shape}")
-    return _evaluator(as_score(score), be), be.asarray(x.copy()), be
+    if x.shape[0] == 0:
+        raise ValueError("x_T has no particles: it must have shape (n, d) with n >= 1")
+    score = as_score(score)
+    dim = getattr(score, "dim", None)
+    if dim is not None and x.shape[1] != int(dim):
+        raise ValueError(f"x_T has dimension {x.shape[1]} but the score has dimension {int(dim)}")
+    return _evaluator(score, be), be.asarray(x.copy()), be
+
+
+def _finite(name, be, x, i, t):
+    """Raise when a step left non-finite particles (a score returned NaN or inf)."""
+    if not bool(be.xp.all(be.xp.isfinite(x))):
+        raise ConvergenceError(f"{name}: particles are not finite after step {i} (t = {t:.6g}); "
+                               "the score returned NaN or inf")
 
 
 def _check(score, x_T, ts, backend):
@@ -108,6 +121,7 @@ def euler_maruyama(score, x_T, ts, process=None, *, rng=None, noise=None, backen
         f, g2 = float(process.f(t)), float(process.g2(t))
         xi = noise[i] if noise is not None else rng.standard_normal(x.shape)
         x = x + h * (f * x - g2 * score(x, t)) + np.sqrt(g2 * -h) * be.asarray(xi)
+        _finite("euler_maruyama", be, x, i, float(ts[i + 1]))
     return be.to_numpy(x)
 
 
@@ -176,6 +190,7 @@ def heun(score, x_T, ts, process=None, *, backend="numpy") -> np.ndarray:
         d0 = _velocity(score, process, x, t0)
         x_e = x + h * d0
         x = x + 0.5 * h * (d0 + _velocity(score, process, x_e, t1))
+        _finite("heun", be, x, i, t1)
     return be.to_numpy(x)
 
 
