@@ -14,7 +14,7 @@ examples:
   rfdiff sweep collect scaling.toml -o scaling.nc
 
 config (see rfdiff.sweep.config for all keys):
-  [sweep]  name = "scaling"   function = "analysis.scaling:kl_point"
+  [sweep]  name = "scaling"   function = "analysis.experiments.scaling:point"
   [grid]   n = [100, 200, 400]   seed = [0, 1]
   [fixed]  mu = 3.0
   [run]    workers = 4   retries = 1   timeout_s = 600

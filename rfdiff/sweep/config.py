@@ -5,7 +5,7 @@ grid. Example (``scaling.toml``)::
 
     [sweep]
     name = "scaling"                          # names the collected file: scaling.nc
-    function = "analysis.scaling:kl_point"    # module:function, imported (never eval'd)
+    function = "analysis.experiments.scaling:point"  # module:function, imported (never eval'd)
     cache_dir = ".rfdiff_cache"               # optional; relative to this file
 
     [grid]                                    # cartesian product, in this order
