@@ -7,23 +7,21 @@ from rfdiff import samplers
 
 TARGET = rf.two_modes(3.0, 0.5)
 SCORE = TARGET.score_fn(rf.OU())          # a 1-D score
-
-
-@pytest.mark.parametrize("run", [
+#: the three samplers, each run from particles x
+SAMPLERS = [
     lambda x: samplers.heun(SCORE, x, [1.0, 0.5]),
     lambda x: samplers.euler_maruyama(SCORE, x, [1.0, 0.5]),
     lambda x: samplers.probability_flow(SCORE, x, t_min=0.5, T=1.0),
-])
+]
+
+
+@pytest.mark.parametrize("run", SAMPLERS)
 def test_particle_dimension_must_match_the_score(run):
     with pytest.raises(ValueError, match="dimension 2 but the score has dimension 1"):
         run(np.zeros((3, 2)))
 
 
-@pytest.mark.parametrize("run", [
-    lambda x: samplers.heun(SCORE, x, [1.0, 0.5]),
-    lambda x: samplers.euler_maruyama(SCORE, x, [1.0, 0.5]),
-    lambda x: samplers.probability_flow(SCORE, x, t_min=0.5, T=1.0),
-])
+@pytest.mark.parametrize("run", SAMPLERS)
 def test_no_particles(run):
     with pytest.raises(ValueError, match="no particles"):
         run(np.zeros((0, 1)))
