@@ -257,6 +257,17 @@ def _size_arguments(p) -> None:
                    help="numba/torch threads while computing (default 1; 0 = library defaults)")
 
 
+def _at_least_one(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or value < 1:
+        import argparse
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
+    return value
+
+
 def add_figure_arguments(p) -> None:
     p.add_argument("name", help="figure name: " + ", ".join(FIGURES))
     _size_arguments(p)
@@ -264,7 +275,7 @@ def add_figure_arguments(p) -> None:
 
 def add_figures_arguments(p) -> None:
     _size_arguments(p)
-    p.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
+    p.add_argument("--jobs", type=_at_least_one, default=min(2, os.cpu_count() or 1),
                    help="figures computed in parallel processes (default: 2, or 1 on one core)")
     p.add_argument("--only", nargs="+", default=None, metavar="NAME", help="a subset of the figures")
     p.add_argument("--snippet", default=None, metavar="PATH",

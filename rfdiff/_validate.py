@@ -13,8 +13,10 @@ import numpy as np
 
 
 def positive_int(name: str, value, *, minimum: int = 1) -> int:
-    """Return ``value`` as an int, or raise if it is not an integer >= ``minimum``."""
-    if isinstance(value, bool) or not isinstance(value, (Integral, np.integer)):
+    """Return ``value`` as an int, or raise if it is not an integer >= ``minimum`` (a bool is not)."""
+    if isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    if not isinstance(value, (Integral, np.integer)):
         if isinstance(value, (Real, np.floating)) and float(value).is_integer():
             value = int(value)
         else:
