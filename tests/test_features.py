@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 import rfdiff as rf
-from rfdiff.features import ACTIVATIONS, activation, activation_derivative
+from rfdiff.model.features import ACTIVATIONS, activation, activation_derivative
 
 
 @pytest.mark.parametrize("name", ACTIVATIONS)
