@@ -12,7 +12,7 @@ import numpy as np
 
 import rfdiff as rf
 from rfdiff.backend import get_backend
-from rfdiff.gram import accumulate_rows, qmc_rows
+from rfdiff.model.gram import accumulate_rows, qmc_rows
 
 from _common import best_of, best_times, parser, report
 

@@ -37,7 +37,7 @@ import numpy as np
 
 from . import _validate as v
 from .process import OU
-from .quadrature import log_time_grid
+from .numerics.quadrature import log_time_grid
 from .score import as_score
 
 __all__ = ["MetricResult", "score_distance", "l2_score_error", "integrated_score_error",

@@ -28,11 +28,11 @@ from __future__ import annotations
 import numpy as np
 
 from . import _validate as v
-from ._batch import make_batch
-from ._ode import integrate
-from ._results import ConvergenceError
+from .model.batch import make_batch
+from .numerics.rk import integrate
+from .kl.results import ConvergenceError
 from .backend import get_backend
-from .features import RFScore, activation
+from .model.features import RFScore, activation
 from .process import OU, Process
 from .score import as_score
 
@@ -153,7 +153,7 @@ class _DeviceRF:
         for i in range(0, x.shape[0], step):
             pre = x[i:i + step] @ self.WT
             pre += b
-            phi = activation(model.activation, pre, out=pre if model.activation == "relu" else None, backend=be)
+            phi = model.act(pre, out=pre, backend=be)
             out[i:i + step] = phi @ self.AT
         return out
 

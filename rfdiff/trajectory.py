@@ -6,13 +6,13 @@ random-feature flow at every training time tau and returns an
 ``<metric>_error`` (and, for the solvers, ``<metric>_converged`` and the
 companion values). The eigendecomposition is done once (``sm.flow()``), and
 every KL or bound is computed for all taus in one batched solve
-(:func:`rfdiff.likelihood.kl_ode_path`, :func:`rfdiff.fokker_planck.kl_sde_path`,
-:func:`rfdiff.girsanov.girsanov_bound_path`).
+(:func:`rfdiff.kl.ode.kl_ode_path`, :func:`rfdiff.kl.fokker_planck.kl_sde_path`,
+:func:`rfdiff.kl.girsanov.girsanov_bound_path`).
 
 Metrics:
 
 - ``train_loss``, ``population_loss``: closed form along the flow (time
-  averages, see :mod:`rfdiff.scorematching`); their ``_error`` is 0 (exact for
+  averages, see :mod:`rfdiff.model.scorematching`); their ``_error`` is 0 (exact for
   the assembled quadrature);
 - ``kl_ode``, ``kl_sde``: ``KL(p_0 || p_gen)``, with ``<name>_tmin`` =
   ``KL(p_{t_min} || p_gen)`` and errors; ``kl_sde_mass_loss``;
@@ -34,9 +34,9 @@ import time
 import numpy as np
 
 from . import _validate as v
-from .fokker_planck import kl_sde_path
-from .girsanov import girsanov_bound_path
-from .likelihood import kl_ode_path
+from .kl.fokker_planck import kl_sde_path
+from .kl.girsanov import girsanov_bound_path
+from .kl.ode import kl_ode_path
 
 __all__ = ["trajectory", "save", "load", "METRICS", "DEFAULT_METRICS"]
 
@@ -129,12 +129,12 @@ def trajectory(sm_or_flow, taus, target=None, metrics=DEFAULT_METRICS, *, tol: f
 def _empirical_distance(flow, taus, sm, tol, strict, order, kw):
     """``1/2 int g2 E_{p^_t}|s - s^_t|^2 dt`` (the Girsanov score term against the
     training set, without its KL(p^_T || pi))."""
-    from ._batch import RFBatch
-    from ._results import BoundResult, finish
-    from .girsanov import _bound_batch
+    from .model.batch import make_batch
+    from .kl.results import BoundResult, finish
+    from .kl.girsanov import _bound_batch
     kw = dict(kw)
     kw.setdefault("order", order)
-    batch = RFBatch(flow.model, flow.params(taus))
+    batch = make_batch(model=flow.model, A=flow.params(taus))
     st, st_err, _, _, conv, msg, work = _bound_batch(
         batch, sm.data, sm.process, sm.t_min, sm.T, tol, kw.pop("n_time", 16), kw.pop("order"),
         kw.pop("max_n_time", 2048), quadrature=kw.pop("quadrature", "auto"), with_prior=False)

@@ -86,7 +86,7 @@ def test_samplers_on_a_generic_backend_match_numpy(case, monkeypatch):
 
 
 def test_activation_on_a_backend():
-    from rfdiff.features import ACTIVATIONS, activation
+    from rfdiff.model.features import ACTIVATIONS, activation
     x = np.linspace(-30, 30, 101)
     for name in ACTIVATIONS:
         np.testing.assert_array_equal(activation(name, x, backend=Backend("generic", np)), activation(name, x))

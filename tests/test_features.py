@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 import rfdiff as rf
-from rfdiff.features import ACTIVATIONS, activation, activation_derivative
+from rfdiff.model.features import ACTIVATIONS, activation, activation_derivative
 
 
 @pytest.mark.parametrize("name", ACTIVATIONS)
@@ -87,3 +87,17 @@ def test_relu_features_equal_preactivation_path(dim):
         assert np.any(pre < 0) and np.any(pre > 0)
     with pytest.raises(ValueError, match="one time per point"):
         model.features(z, np.full(3, 0.5))
+
+
+def test_m_bool_is_refused():
+    import pytest
+    with pytest.raises(ValueError, match="m must be a positive integer"):
+        rf.RandomFeatureScore(m=True)
+
+
+def test_activation_object_answers_its_properties():
+    relu, tanh = rf.model.get_activation(rf.model.ACTIVATIONS[0]), rf.model.get_activation("tanh")
+    assert relu.piecewise_linear and relu.kinks == (0.0,)
+    assert not tanh.piecewise_linear and tanh.kinks == ()
+    x = np.linspace(-2, 2, 9)
+    np.testing.assert_allclose(tanh.derivative(x), 1 - np.tanh(x) ** 2)

@@ -198,7 +198,7 @@ def test_density_on_grid_matches_log_density_ode():
     """The batched plot densities agree with rfdiff.log_density_ode, one score at a time."""
     from analysis.experiments._common import density_on_grid, rf_flow
     from rfdiff import log_density_ode, two_modes
-    from rfdiff._batch import RFBatch
+    from rfdiff.model.batch import RFBatch
 
     target = two_modes(3.0)
     flow, _, _ = rf_flow(target, 100, 64, n_time=16)

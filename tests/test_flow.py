@@ -4,7 +4,7 @@ import pytest
 from scipy.integrate import solve_ivp
 
 import rfdiff as rf
-from rfdiff.flow import Flow, QuadraticForm
+from rfdiff.model.flow import Flow, QuadraticForm
 
 TAUS = np.array([0.0, 1.0, 1e2, 1e4, 1e6])
 

@@ -7,10 +7,10 @@ from scipy.integrate import solve_ivp
 
 import rfdiff as rf
 from _references import kl_gauss, mixture_score, sde_generated_gaussian
-from rfdiff._batch import make_batch
-from rfdiff.fokker_planck import (FPGrid, _be_step, kl_sde, kl_sde_path, sde_density,
+from rfdiff.model.batch import make_batch
+from rfdiff.kl.fokker_planck import (FPGrid, _be_step, kl_sde, kl_sde_path, sde_density,
                                   solve_fokker_planck, time_steps)
-from rfdiff.likelihood import ConvergenceError, kl_ode
+from rfdiff.kl.ode import ConvergenceError, kl_ode
 
 OU = rf.OU()
 
@@ -172,7 +172,7 @@ def test_not_converged_is_reported():
 def test_bernoulli_function_is_accurate_everywhere():
     import mpmath as mp
 
-    from rfdiff.fokker_planck import _bernoulli
+    from rfdiff.kl.fokker_planck import _bernoulli
     for z in np.concatenate([-np.logspace(-9, 3, 60), [0.0], np.logspace(-9, 3, 60)]):
         ref = float(mp.mpf(z) / mp.expm1(mp.mpf(z))) if z != 0 else 1.0
         assert _bernoulli(z) == pytest.approx(ref, rel=1e-14, abs=1e-300)

@@ -4,8 +4,8 @@ import pytest
 from scipy.integrate import quad
 
 import rfdiff as rf
-from rfdiff.fokker_planck import kl_sde, kl_sde_path
-from rfdiff.girsanov import girsanov_bound, girsanov_bound_path, kl_prior
+from rfdiff.kl.fokker_planck import kl_sde, kl_sde_path
+from rfdiff.kl.girsanov import girsanov_bound, girsanov_bound_path, kl_prior
 
 OU = rf.OU()
 
@@ -62,7 +62,7 @@ def test_girsanov_inequality_along_rf_trajectory():
 
 
 def test_not_converged_raises_or_reports():
-    from rfdiff.likelihood import ConvergenceError
+    from rfdiff.kl.ode import ConvergenceError
     target = rf.two_modes(2.0)
     s = rf.as_score(lambda z, t: -z / (np.reshape(t, (-1, 1)) + 1e-3))
     with pytest.raises(ConvergenceError):

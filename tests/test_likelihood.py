@@ -5,7 +5,7 @@ from scipy.integrate import quad
 
 import rfdiff as rf
 from _references import kl_gauss, mixture_score, ode_generated_gaussian
-from rfdiff.likelihood import (ConvergenceError, generated_density, kl_ode, kl_ode_path,
+from rfdiff.kl.ode import (ConvergenceError, generated_density, kl_ode, kl_ode_path,
                                log_density_ode)
 
 OU = rf.OU()
@@ -146,7 +146,7 @@ def test_path_equals_single_scores(rf_problem):
 def test_grid_drops_the_same_negligible_nodes_at_every_level():
     """Grid nodes where p (hi - lo) < NEGLIGIBLE have weight 0 at every level (so a
     coarse level read off a finer one stays right), and only there."""
-    from rfdiff import _kl_common as kc
+    from rfdiff.kl import nodes as kc
     sets = kc.NodeSets(rf.two_modes(3.0), OU, 1e-3, "grid", 64)
     lo, hi = sets.window()
     for which in (0, 1):
@@ -162,7 +162,7 @@ def test_grid_drops_the_same_negligible_nodes_at_every_level():
 def test_negligible_nodes_change_no_kl(rf_problem, monkeypatch):
     """Skipping the weight-0 nodes solves fewer trajectories and gives the KL of
     solving them all, within the error estimates."""
-    from rfdiff import _kl_common as kc
+    from rfdiff.kl import nodes as kc
     target, sm, flow = rf_problem
     taus = np.array([10.0, 1e4])
     fast = kl_ode_path(flow, taus, target, tol=1e-5)
@@ -283,7 +283,7 @@ def test_validation():
 def test_batched_feature_scores_equal_single_scores(activation, dim):
     """The batched evaluation (features once, sorted kinks for 1D ReLU, chunked
     GEMMs otherwise) equals each score called on its own."""
-    from rfdiff import _batch
+    from rfdiff.model import batch as _batch
     model = rf.RandomFeatureScore(m=200, dim=dim, activation=activation, seed=1)
     A = np.random.default_rng(0).standard_normal((4, dim, 200))
     batch = _batch.RFBatch(model, A)
@@ -300,8 +300,8 @@ def test_batched_feature_scores_equal_single_scores(activation, dim):
 def test_exact_kink_increments_match_runge_kutta_on_the_divergence(rf_problem):
     """1D ReLU: log p_gen from X-only integration with exact kink crossings equals
     the plain Runge-Kutta integration of (X, ell) at a tight tolerance."""
-    from rfdiff._batch import make_batch
-    from rfdiff.likelihood import ode_log_density
+    from rfdiff.model.batch import make_batch
+    from rfdiff.kl.ode import ode_log_density
     target, sm, flow = rf_problem
     batch = make_batch(flow.score_at(1e3))
     x = np.linspace(-5, 5, 41)[:, None]
@@ -315,7 +315,7 @@ def test_merge_kernel_equals_brute_force_crossing_scan(h):
     """The blocked merge kernel (ordered trajectories) finds the same kink crossings,
     with the same crossing times, as the kernel that checks every feature for
     every trajectory."""
-    from rfdiff._relu_flow import _flip_serial, _merge_serial    # (the parallel twin: same source)
+    from rfdiff.kl._relu_flow import _flip_serial, _merge_serial    # (the parallel twin: same source)
     rng = np.random.default_rng(3)
     B, k, m = 3, 300, 400                   # > _BLOCK crossings per score: several flushes
     w = rng.standard_normal(m)
@@ -343,9 +343,9 @@ def test_merge_kernel_equals_brute_force_crossing_scan(h):
 
 def test_fused_step_kernels_equal_numpy():
     """The numba helpers of the ODE loop against the NumPy expressions they replace."""
-    from rfdiff._ode import _lincomb
-    from rfdiff._relu_flow import _ascending_rows
-    from rfdiff.likelihood import _error_norm
+    from rfdiff.numerics.rk import _lincomb
+    from rfdiff.kl._relu_flow import _ascending_rows
+    from rfdiff.kl.ode import _error_norm
     rng = np.random.default_rng(0)
     y, k1, k2 = (rng.normal(size=(3, 50, 2)) for _ in range(3))
     assert np.allclose(_lincomb(np, 0.7, y, [0.0, -2.0, 0.5], [y, k1, k2]), 0.7 * y - 2.0 * k1 + 0.5 * k2,

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import rfdiff as rf
-from rfdiff.quadrature import gauss_hermite_normal, log_time_grid
+from rfdiff.numerics.quadrature import gauss_hermite_normal, log_time_grid
 
 
 @pytest.mark.parametrize("t", [1e-8, 1e-4, 1e-3, 0.5, 8.0, 20.0])

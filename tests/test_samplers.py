@@ -5,7 +5,7 @@ from scipy import stats
 
 import rfdiff as rf
 from _references import ode_generated_gaussian, sde_generated_gaussian
-from rfdiff.likelihood import generated_density
+from rfdiff.kl.ode import generated_density
 from rfdiff.samplers import (euler_maruyama, heun, prior_noise, probability_flow, time_schedule)
 
 OU = rf.OU()

@@ -79,7 +79,7 @@ def test_assembly_backend_runs_the_same_numbers(kw):
     """The assembly through a generic backend (the array-module code path CuPy
     takes: the exact ReLU kernel in blocks, the row GEMMs) equals numba/NumPy's,
     with more than one row block and both sign classes in the exact kernel."""
-    from rfdiff import gram
+    from rfdiff.model import gram
     dim = kw.pop("dim", 1)
     x = np.random.default_rng(0).standard_normal((60, dim)) + 2.0
     model = rf.RandomFeatureScore(m=300, dim=dim, seed=4)
@@ -102,7 +102,7 @@ def test_accumulate_rows_equals_direct_weighted_sums(signs):
     """G, C, c0 from row chunks (sqrt(w) rank-k update for w >= 0, the plain GEMM
     otherwise) against the sums written out with einsum."""
     from rfdiff.backend import NUMPY
-    from rfdiff.gram import accumulate_rows
+    from rfdiff.model.gram import accumulate_rows
     rng = np.random.default_rng(5)
     model = rf.RandomFeatureScore(m=40, dim=2, seed=2)
     chunks = []

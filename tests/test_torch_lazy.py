@@ -10,7 +10,7 @@ def _run(code):
 
 
 def test_core_does_not_import_torch():
-    r = _run("import sys, rfdiff, rfdiff.scorematching, rfdiff.flow; print('torch' in sys.modules)")
+    r = _run("import sys, rfdiff, rfdiff.model.scorematching, rfdiff.model.flow; print('torch' in sys.modules)")
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "False"
 

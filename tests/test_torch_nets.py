@@ -41,7 +41,7 @@ def test_mlp_mean_field_scaling():
 
 
 def test_time_embedding_in_torch_matches_core():
-    from rfdiff.features import TimeEmbedding
+    from rfdiff.model.features import TimeEmbedding
     from rfdiff.torch._common import embed_time
     t = np.exp(np.linspace(np.log(1e-4), np.log(10.0), 50))
     for emb in (TimeEmbedding("log-sinusoidal", n_freq=5), TimeEmbedding("ou")):

@@ -6,7 +6,7 @@ torch = pytest.importorskip("torch")
 
 import rfdiff as rf  # noqa: E402
 from rfdiff import torch as rft  # noqa: E402
-from rfdiff.features import ACTIVATIONS  # noqa: E402
+from rfdiff.model.features import ACTIVATIONS  # noqa: E402
 
 RECORD = [0, 1, 10, 100, 1000, 10_000]
 

@@ -6,7 +6,7 @@ torch = pytest.importorskip("torch")
 
 import rfdiff as rf  # noqa: E402
 from rfdiff import torch as rft  # noqa: E402
-from rfdiff.features import TimeEmbedding, activation, activation_derivative  # noqa: E402
+from rfdiff.model.features import TimeEmbedding, activation, activation_derivative  # noqa: E402
 
 
 def _data(n=20, d=1, seed=0):

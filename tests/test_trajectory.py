@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 import rfdiff as rf
-from rfdiff.fokker_planck import kl_sde
-from rfdiff.likelihood import kl_ode
+from rfdiff.kl.fokker_planck import kl_sde
+from rfdiff.kl.ode import kl_ode
 from rfdiff.trajectory import DEFAULT_METRICS, load, save, trajectory
 
 OU = rf.OU()

@@ -36,7 +36,7 @@ import time
 import numpy as np
 
 from rfdiff import two_modes
-from rfdiff._batch import RFBatch
+from rfdiff.model.batch import RFBatch
 
 from . import _common as c
 

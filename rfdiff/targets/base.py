@@ -173,7 +173,7 @@ def probability_weights(weights, k: int | None = None, name: str = "weights") ->
 def gh_tensor(order: int, dim: int, active=None):
     """Tensor Gauss-Hermite rule for ``E_{e ~ N(0, I_dim)}``; directions with
     ``active[j] = False`` (zero variance) get the single node 0."""
-    from ..quadrature import gauss_hermite_normal
+    from ..numerics.quadrature import gauss_hermite_normal
     e, w = gauss_hermite_normal(order)
     if active is None:
         active = np.ones(dim, dtype=bool)

@@ -33,7 +33,7 @@ from functools import cached_property, lru_cache
 import numpy as np
 
 from .. import _validate as v
-from ..quadrature import composite_gauss_legendre, gauss_hermite_normal
+from ..numerics.quadrature import composite_gauss_legendre, gauss_hermite_normal
 from ._compact_kernels import (BETA, BUMP, TRANSITION, WINDOW_HALF, WINDOW_HALF_GRADED, p0_kernel,
                                pm_parallel, pm_serial, pt_parallel, pt_serial)
 from .base import Target, check_process, scalar_time, time_arrays, use_parallel

@@ -28,7 +28,7 @@ import numba as nb
 import numpy as np
 
 from .. import _validate as v
-from .._hermite_pm import mixture_partial_moments
+from ..numerics._hermite_pm import mixture_partial_moments
 from . import _gauss1d
 from .base import (Target, check_process, gh_tensor, probability_weights, scalar_time, sobol_normals,
                    use_parallel)
@@ -150,7 +150,7 @@ class Empirical(Target):
 
     def partial_moments_absolute(self, z, t, process):
         """Lower partial moments (3, k) at z (k,) to absolute accuracy, in a cost
-        independent of n (:mod:`rfdiff._hermite_pm`); 1D only."""
+        independent of n (:mod:`rfdiff.numerics._hermite_pm`); 1D only."""
         if self.dim != 1:
             raise ValueError(f"partial_moments needs a 1D target, this one has dim={self.dim}")
         xs, ws, p0, p1, p2 = self._sorted

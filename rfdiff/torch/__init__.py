@@ -14,7 +14,7 @@ PyTorch is missing.
   ``score_at(step)`` is an rfdiff score for ``kl_ode``, ``kl_sde`` and the
   samplers; :func:`excess_risk`.
 
-Time scale: the loss is normalised as a time average (:mod:`rfdiff.scorematching`),
+Time scale: the loss is normalised as a time average (:mod:`rfdiff.model.scorematching`),
 so ``k`` (S)GD steps at learning rate ``lr`` are the flow's ``tau = lr * k``.
 """
 from ._lazy import INSTALL_HINT, require_torch

@@ -1,7 +1,7 @@
 """Torch versions of the core's small building blocks (activations, e(t)),
 and the conversions between numpy and torch that every module here uses.
 
-Formulas are those of :mod:`rfdiff.features`, written in the same order of
+Formulas are those of :mod:`rfdiff.model.features`, written in the same order of
 operations; torch's elementwise kernels (MKL/SLEEF) are not numpy's, so the
 results agree to a few ulp, not bit for bit (``tests/test_torch_rf.py``
 measures it). Paths that must be bit-identical to the core evaluate the frozen
@@ -15,28 +15,18 @@ import sys
 import numpy as np
 import torch
 
-from ..features import ACTIVATIONS, TimeEmbedding
+from ..model.features import TimeEmbedding, get_activation
 
 DEFAULT_DTYPE = torch.float64
 
 
 def act_fn(name: str):
-    """The torch function of an activation named as in :data:`rfdiff.features.ACTIVATIONS`."""
-    if name == "relu":
-        return torch.relu
-    if name == "softplus":
-        return lambda x: torch.logaddexp(torch.zeros((), dtype=x.dtype, device=x.device), x)
-    if name == "tanh":
-        return torch.tanh
-    if name == "gelu":
-        return lambda x: torch.nn.functional.gelu(x, approximate="none")
-    if name == "swish":
-        return lambda x: x * torch.sigmoid(x)
-    raise ValueError(f"activation must be one of {ACTIVATIONS}, got {name!r}")
+    """The torch function of an activation named as in :data:`rfdiff.model.features.ACTIVATIONS`."""
+    return get_activation(name).torch()
 
 
 def embed_time(emb: TimeEmbedding, t: torch.Tensor) -> torch.Tensor:
-    """``e(t)`` of :class:`~rfdiff.features.TimeEmbedding` in torch: (k,) -> (k, d_e)."""
+    """``e(t)`` of :class:`~rfdiff.model.features.TimeEmbedding` in torch: (k,) -> (k, d_e)."""
     if emb.kind == "ou":
         return torch.stack([torch.sqrt(-torch.expm1(-2 * t)), torch.exp(-t), torch.ones_like(t)], dim=-1)
     u = torch.log(t / emb.t_lo) / math.log(emb.t_hi / emb.t_lo)

@@ -75,8 +75,8 @@ class MLPScore(ScoreNet):
     """One-hidden-layer score net (module docstring).
 
     ``dim`` data dimension, ``width`` hidden units, ``activation`` (``"swish"``,
-    ``"relu"``, ... as in :mod:`rfdiff.features`), ``time_embedding`` a name or
-    :class:`~rfdiff.features.TimeEmbedding`, ``scaling`` ``"standard"`` or
+    ``'relu'``, ... as in :mod:`rfdiff.model.features`), ``time_embedding`` a name or
+    :class:`~rfdiff.model.features.TimeEmbedding`, ``scaling`` ``"standard"`` or
     ``"mean-field"``, ``seed``, ``dtype``.
     """
 

@@ -1,16 +1,16 @@
 """The random-feature score model in torch, trained explicitly.
 
-Same model as :class:`rfdiff.features.RandomFeatureScore`:
+Same model as :class:`rfdiff.model.features.RandomFeatureScore`:
 
     s_A(z, t) = (1/m) A phi(z, t),      phi(z, t) = act(W z + U e(t)),
 
 with the frozen ``W``, ``U`` and ``e(t)`` of the given model and only ``A``
 (d x m) trained. Two trainers, on the loss normalised as in
-:mod:`rfdiff.scorematching` (a time *average* over ``[t_min, T]``):
+:mod:`rfdiff.model.scorematching` (a time *average* over ``[t_min, T]``):
 
 - :func:`gradient_descent`: full-batch gradient descent
   ``A_{k+1} = A_k - lr grad L^(A_k)`` in float64, on exactly the loss whose
-  closed form :class:`rfdiff.flow.Flow` solves. For the ``grid`` and ``rows``
+  closed form :class:`rfdiff.model.flow.Flow` solves. For the ``grid`` and ``rows``
   methods it is autograd on the quadrature rows ``(z_r, t_r, w_r, y_r)`` of
   :meth:`ScoreMatching.training_rows`,
   ``1/2 sum_r w_r |A phi_r / m - y_r|^2`` (+ a constant), whose Hessian is
@@ -36,8 +36,8 @@ import numpy as np
 import torch
 
 from .. import _validate as v
-from ..features import RandomFeatureScore, RFScore
-from ..flow import Flow
+from ..model.features import RandomFeatureScore, RFScore
+from ..model.flow import Flow
 from ._common import DEFAULT_DTYPE, act_fn, embed_time, progress_bar, to_numpy, to_tensor
 
 FEATURE_PATHS = ("numpy", "torch")

@@ -1,7 +1,7 @@
 """Minibatch training of score networks on the denoising loss, and the bridge
 from any checkpoint back to the core's :class:`~rfdiff.score.Score` protocol.
 
-The loss is :mod:`rfdiff.scorematching`'s, estimated by Monte Carlo:
+The loss is :mod:`rfdiff.model.scorematching`'s, estimated by Monte Carlo:
 
     L^(theta) = 1/2 (T - t_min)^{-1} int_{t_min}^{T} lambda(t) (1/n) sum_i
                 E_eps |s_theta(alpha_t x_i + sigma_t eps, t) + eps/sigma_t|^2 dt.
@@ -47,7 +47,7 @@ import torch
 from .. import _validate as v
 from ..process import OU, Process
 from ..score import Score
-from ..scorematching import WEIGHTINGS, weighting as weighting_fn
+from ..model.scorematching import WEIGHTINGS, weighting as weighting_fn
 from ..targets import Empirical
 from ._common import DEFAULT_DTYPE, progress_bar, to_numpy, to_tensor
 
@@ -371,8 +371,8 @@ def excess_risk(score, data, t: float, process: Process | None = None, order: in
     about 1e-6 at order 256 for a ReLU net at t = 0.2);
     :class:`rfdiff.ConvergenceError` if that needs an order above 256.
     """
-    from .._kl_common import MAX_ORDER
-    from .._results import ConvergenceError
+    from ..kl.nodes import MAX_ORDER
+    from ..kl.results import ConvergenceError
 
     process = OU() if process is None else process
     emp = data if isinstance(data, Empirical) else Empirical(_data_array(data))

@@ -12,7 +12,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from . import _validate as v
+from .. import _validate as v
 
 
 @lru_cache(maxsize=64)

@@ -1,10 +1,23 @@
 """Result objects shared by the likelihood, Fokker-Planck and bound solvers (private;
-the public names are re-exported from :mod:`rfdiff.likelihood`)."""
+the public names are re-exported from :mod:`rfdiff.kl.ode`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from enum import IntEnum
 
 import numpy as np
+
+
+class Status(IntEnum):
+    """Why a solver stopped, per element (integer codes; compare members, not strings)."""
+
+    CONVERGED = 0
+    QUADRATURE_LIMIT = 1
+    TOLERANCE_LIMIT = 2
+    SOLVER_FAILED = 3
+    NOT_FINITE = 4
+    WORK_BUDGET = 5
+    NOT_CONVERGED = 6
 
 
 class ConvergenceError(RuntimeError):

@@ -1,4 +1,4 @@
-"""Many scores evaluated together at one diffusion time (private).
+"""The score-batch protocol: many scores evaluated together at one diffusion time.
 
 The likelihood solvers integrate every (score, point) pair as one system with a
 common time step, so at every stage all points share the time ``t``. A
@@ -16,7 +16,7 @@ piecewise linear in z with kinks at ``z_j = -b_j(t)/W_j``,
 
 feature j being active for ``z >= z_j`` when ``W_j > 0`` and for ``z <= z_j``
 when ``W_j < 0`` (the ``act'(0) = 1`` convention of
-:func:`rfdiff.features.activation_derivative`). Sorting the kinks once per
+:func:`rfdiff.model.features.activation_derivative`). Sorting the kinks once per
 stage and taking prefix sums per score (``O(B m + m log m)``) leaves
 ``O(log m)`` per point, instead of ``O(m)``.
 """
@@ -25,9 +25,9 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from ._numba import twins
-from .features import RandomFeatureScore, activation, activation_derivative
-from .score import as_score
+from .._numba import twins
+from .features import RandomFeatureScore
+from ..score import as_score
 
 
 #: feature values held at once by the dense random-feature evaluation: 512 KB,
@@ -36,16 +36,31 @@ DENSE_CHUNK = 1 << 16
 
 
 class ScoreBatch:
-    """``B`` scores in ``d`` dimensions evaluated at a common time."""
+    """``n`` scores in ``dim`` dimensions evaluated at a common time: what the KL
+    solvers, the Girsanov bound, the samplers and the metrics need of scores.
+
+    - ``batch(x, t, dz=True)``: ``s`` of shape ``(n, k, dim)`` at points ``x`` of
+      shape ``(n, k, dim)`` (score b at its own points) or ``(k, dim)`` (shared),
+      and on request the divergence ``ds/dx`` summed over dimensions, ``(n, k)``;
+    - ``subset(idx)``: the batch of scores ``idx``;
+    - ``piecewise_linear``: the scores are piecewise linear in x (1D) with kinks
+      at ``kinks(t)``, which the solvers treat exactly; ``kinks(t)`` is ``None``
+      for smooth scores.
+    """
 
     n: int
     dim: int
-    #: 1D ReLU random features: a piecewise-linear score whose kinks the solvers
-    #: treat exactly (set by :class:`RFBatch`)
-    relu_1d: bool = False
+    piecewise_linear: bool = False
 
     def __call__(self, x, t: float, dz: bool = True):
         raise NotImplementedError
+
+    def subset(self, idx) -> "ScoreBatch":
+        raise NotImplementedError
+
+    def kinks(self, t: float):
+        """Kink positions at time t (1D piecewise-linear scores), else ``None``."""
+        return None
 
 
 class ListBatch(ScoreBatch):
@@ -69,6 +84,9 @@ class ListBatch(ScoreBatch):
                 div[b] = np.asarray(sc.dz(xb, tt), dtype=np.float64).reshape(k)
         return s, div
 
+    def subset(self, idx):
+        return self if len(idx) == self.n else ListBatch([self.scores[i] for i in idx])
+
 
 class RFBatch(ScoreBatch):
     """A random-feature model at a stack of parameters ``A`` of shape ``(B, d, m)``."""
@@ -81,19 +99,29 @@ class RFBatch(ScoreBatch):
             raise ValueError(f"A must have shape (B, {model.dim}, {model.m}), got {A.shape}")
         self.model, self.A = model, A
         self.n, self.dim, self.m = A.shape[0], model.dim, model.m
-        self.relu_1d = model.dim == 1 and model.activation == "relu"
+        self.piecewise_linear = model.dim == 1 and model.act.piecewise_linear
         W = model.W
         # a_bj = sum_i A_bij W_ji: the divergence weights
         self._aw = np.einsum("bij,ji->bj", A, W)
-        if self.relu_1d:
+        if self.piecewise_linear:
             w = W[:, 0]
             self._pos, self._neg, self._flat = np.flatnonzero(w > 0), np.flatnonzero(w < 0), np.flatnonzero(w == 0)
             self._orders = KinkOrder()
 
     def __call__(self, x, t, dz=True):
-        if self.relu_1d:
+        if self.piecewise_linear:
             return self._relu_1d(x, float(t), dz)
         return self._dense(x, float(t), dz)
+
+    def subset(self, idx):
+        return self if len(idx) == self.n else RFBatch(self.model, self.A[idx])
+
+    def kinks(self, t):
+        if not self.piecewise_linear:
+            return None
+        w = self.model.W[:, 0]
+        nz = w != 0
+        return -self.model.bias(float(t))[nz] / w[nz]
 
     def _dense(self, x, t, dz):
         """Features once per point, then one GEMM with all the A's; in chunks of
@@ -111,19 +139,19 @@ class RFBatch(ScoreBatch):
             step = max(1, DENSE_CHUNK // m, 4 * self.n * d)
             for i in range(0, k, step):
                 pre = x[i:i + step] @ self.model.W.T + b
-                phi = activation(self.model.activation, pre)
+                phi = self.model.act(pre)
                 s[:, i:i + step] = (phi @ A2 / m).reshape(-1, self.n, d).transpose(1, 0, 2)
                 if dz:
-                    dphi = activation_derivative(self.model.activation, pre)
+                    dphi = self.model.act.derivative(pre)
                     div[:, i:i + step] = (dphi @ self._aw.T).T / m
             return s, div
         step = max(1, DENSE_CHUNK // (m * k))
         for j in range(0, self.n, step):
             pre = np.einsum("bkd,md->bkm", x[j:j + step], self.model.W) + b
-            phi = activation(self.model.activation, pre)
+            phi = self.model.act(pre)
             s[j:j + step] = np.einsum("bkm,bdm->bkd", phi, self.A[j:j + step]) / m
             if dz:
-                dphi = activation_derivative(self.model.activation, pre)
+                dphi = self.model.act.derivative(pre)
                 div[j:j + step] = np.einsum("bkm,bm->bk", dphi, self._aw[j:j + step]) / m
         return s, div
 

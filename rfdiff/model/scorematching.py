@@ -17,7 +17,7 @@ and ``s^_t``; it is half the weighted L2 score error.
 Weightings ``lambda(t)``: ``"sigma2"`` (``sigma_t^2``, default), ``"sigma"``
 (``sigma_t/sqrt(d)``, seed 000's choice) and ``"likelihood"`` (``g(t)^2``,
 the weighting of the KL bound). Times: Gauss-Legendre in ``log t``
-(:func:`rfdiff.quadrature.log_time_grid`).
+(:func:`rfdiff.numerics.quadrature.log_time_grid`).
 
 Single-noise-level mode (:meth:`ScoreMatching.single_level`): the same loss at
 one fixed t with no time average, ``1/2 lambda(t) (1/n) sum_i E|s + eps/sigma_t|^2``;
@@ -30,14 +30,14 @@ from functools import cached_property
 
 import numpy as np
 
-from . import _validate as v
+from .. import _validate as v
 from .features import RandomFeatureScore
 from .flow import Flow, QuadraticForm
 from .gram import accumulate_rows, grid_rows_1d, qmc_rows, relu_exact_1d, sampled_rows
-from .backend import get_backend
-from .process import OU, Process
-from .quadrature import log_time_grid
-from .targets import Empirical
+from ..backend import get_backend
+from ..process import OU, Process
+from ..numerics.quadrature import log_time_grid
+from ..targets import Empirical
 
 WEIGHTINGS = ("sigma2", "sigma", "likelihood")
 METHODS = ("auto", "relu_exact", "grid", "rows")
@@ -104,7 +104,7 @@ class ScoreMatching:
         self.objective = v.choice("objective", objective, OBJECTIVES)
         self.method = self._resolve_method(v.choice("method", method, METHODS))
         if n_time is None:
-            n_time = 32 if self.method == "rows" else 256 if model.activation == "relu" else 64
+            n_time = 32 if self.method == "rows" else 256 if model.act.piecewise_linear else 64
         self.n_time = v.positive_int("n_time", n_time)
         self.z_density = v.positive("z_density", z_density)
         self.z_order = v.positive_int("z_order", z_order)
@@ -130,10 +130,10 @@ class ScoreMatching:
         if method == "auto":
             if d > 1:
                 return "rows"
-            return "relu_exact" if self.model.activation == "relu" else "grid"
+            return "relu_exact" if self.model.act.piecewise_linear else "grid"
         if method in ("relu_exact", "grid") and d != 1:
             raise ValueError(f"method={method!r} is 1D only; use 'rows' for dim={d}")
-        if method == "relu_exact" and self.model.activation != "relu":
+        if method == "relu_exact" and not self.model.act.piecewise_linear:
             raise ValueError("method='relu_exact' needs activation='relu'")
         return method
 
@@ -221,7 +221,7 @@ class ScoreMatching:
         return QuadraticForm(G, C, c0, self._info("population"))
 
     def flow(self, A0=None, backend=None, rcond=None, dtype=np.float64) -> Flow:
-        """Eigendecompose once; the returned :class:`~rfdiff.flow.Flow` answers any tau.
+        """Eigendecompose once; the returned :class:`~rfdiff.model.flow.Flow` answers any tau.
 
         Uses the sample-space (rows x rows) kernel when the rows method has
         fewer rows than features. ``backend``: default this problem's.

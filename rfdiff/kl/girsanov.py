@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _validate as v
-from ._batch import RFBatch, ScoreBatch, make_batch
-from ._results import BoundResult, finish
-from ._kl_common import check_common, flow_defaults
-from .quadrature import composite_gauss_legendre, log_time_grid
+from .. import _validate as v
+from ..model.batch import ScoreBatch, make_batch
+from .results import BoundResult, finish
+from .nodes import check_common, flow_defaults
+from ..numerics.quadrature import composite_gauss_legendre, log_time_grid
 
 __all__ = ["girsanov_bound", "girsanov_bound_path", "kl_prior"]
 
@@ -65,10 +65,7 @@ def _kink_rule(batch, target, process, t, n_panels):
     lo, hi = float(xn.min()), float(xn.max())
     pad = 0.05 * (hi - lo)
     lo, hi = lo - pad, hi + pad
-    model = batch.model
-    w = model.W[:, 0]
-    nz = w != 0
-    z = -model.bias(t)[nz] / w[nz]
+    z = batch.kinks(t)
     edges = np.unique(np.concatenate([np.linspace(lo, hi, n_panels + 1), z[(z > lo) & (z < hi)]]))
     x, wq = composite_gauss_legendre(edges, 4)
     with np.errstate(under="ignore"):
@@ -79,8 +76,8 @@ def _kink_rule(batch, target, process, t, n_panels):
 
 def _bound_batch(batch, target, process, t_min, T, tol, n_time, order, max_n_time, max_order=320,
                  quadrature="auto", with_prior=True):
-    kinks = quadrature == "kinks" or (quadrature == "auto" and batch.relu_1d)
-    if kinks and not batch.relu_1d:
+    kinks = quadrature == "kinks" or (quadrature == "auto" and batch.piecewise_linear)
+    if kinks and not batch.piecewise_linear:
         raise ValueError("quadrature='kinks' needs a 1D ReLU random-feature score")
     if kinks:
         order, max_order = max(int(order), 32), max(max_order, 64 * 16)
@@ -152,7 +149,7 @@ def girsanov_bound_path(flow, taus, target, process=None, t_min=None, T=None, to
     process, t_min, T = flow_defaults(flow, process, t_min, T)
     process, t_min, T, tol = check_common(target, process, t_min, T, tol, flow.model.dim)
     taus = np.atleast_1d(np.asarray(taus, dtype=np.float64))
-    batch = RFBatch(flow.model, flow.params(taus))
+    batch = make_batch(model=flow.model, A=flow.params(taus))
     st, st_err, kp, kp_err, conv, msg, work = _bound_batch(
         batch, target, process, t_min, T, tol, v.positive_int("n_time", n_time),
         v.positive_int("order", order), max_n_time, quadrature=v.choice("quadrature", quadrature,

@@ -33,9 +33,9 @@ import warnings
 import numba
 import numpy as np
 
-from ._numba import twins
-from .backend import NUMPY, Backend
-from .quadrature import composite_gauss_legendre
+from .._numba import twins
+from ..backend import NUMPY, Backend
+from ..numerics.quadrature import composite_gauss_legendre
 
 
 #: j-rows per tile of the exact ReLU kernel: the tile's rows stay in cache while

@@ -44,11 +44,11 @@ import numpy as np
 from scipy.interpolate import CubicSpline
 from scipy.special import lambertw, ndtr
 
-from . import _validate as v
-from ._batch import RFBatch, ScoreBatch, make_batch
-from ._numba import twins
-from ._results import ConvergenceError, KLResult, finish
-from ._kl_common import NodeSets, as_process, assemble, check_common, flow_defaults, subset
+from .. import _validate as v
+from ..model.batch import ScoreBatch, make_batch
+from .._numba import twins
+from .results import ConvergenceError, KLResult, finish
+from .nodes import NodeSets, as_process, assemble, check_common, flow_defaults, subset
 
 __all__ = ["kl_sde", "kl_sde_path", "sde_density", "solve_fokker_planck", "FPGrid"]
 
@@ -391,7 +391,7 @@ def kl_sde_path(flow, taus, target, process=None, t_min=None, T=None, tol: float
         raise ValueError("kl_sde_path is 1D")
     process, t_min, T, tol = check_common(target, process, t_min, T, tol, 1)
     taus = np.atleast_1d(np.asarray(taus, dtype=np.float64))
-    batch = RFBatch(flow.model, flow.params(taus))
+    batch = make_batch(model=flow.model, A=flow.params(taus))
     res = _kl_sde_batch(batch, target, process, t_min, T, tol, *_sde_options(
         quadrature, order, n_grid, n_cells, n_steps, max_levels))
     return finish(_assemble_sde(res, tol, False), strict)

@@ -14,7 +14,7 @@ with ``X_t`` the forward solution of ``dX/dt = v`` from ``X_{t_min} = x``. For t
 OU process (f = -1, g2 = 2) this is ``log pi(X_T) - int (1 + ds/dx) dt`` of
 shared/SPEC.md §6. The ODE is integrated in ``u = log t`` (the score changes
 on a log-time scale near ``t_min``) by an embedded Runge-Kutta pair
-(:mod:`rfdiff._ode`) for all points at once: one score call per stage.
+(:mod:`rfdiff.numerics.rk`) for all points at once: one score call per stage.
 
 KL convention: ``value = KL(p_0 || p_gen) = E_{p_0}[log p_0 - log p_gen]``
 compares the generated density at ``t_min`` with the data law ``p_0``;
@@ -41,7 +41,7 @@ counts only when its coarser solve took at least :data:`MIN_STEPS` steps (1D
 ReLU features, whose velocity has kinks). A
 plateau in the level sequence can still hide an error (one case seen: 2x the
 bar; see the README). Nodes of negligible weight are not solved
-(:data:`rfdiff._kl_common.NEGLIGIBLE`). Orders and
+(:data:`rfdiff.kl.nodes.NEGLIGIBLE`). Orders and
 tolerances are refined until the error is below ``tol`` or a work limit is
 hit; then :class:`ConvergenceError` is raised (``strict=False`` returns the
 result with ``converged=False``). Nothing returns NaN or inf silently.
@@ -49,11 +49,11 @@ result with ``converged=False``). Nothing returns NaN or inf silently.
 Random-feature flows: :func:`kl_ode_path` evaluates many training times at
 once, every (tau, node) pair in one system whose stages compute the features
 once (for 1D ReLU features, sorted kinks and prefix sums; see
-:mod:`rfdiff._batch`). For 1D ReLU features the divergence is piecewise
+:mod:`rfdiff.model.batch`). For 1D ReLU features the divergence is piecewise
 constant in x, which a Runge-Kutta method integrates only to first order;
 there only X is integrated by the Runge-Kutta pair and the log-density
 increment of every step is exact up to the kink-crossing times
-(:mod:`rfdiff._relu_flow`).
+(:mod:`rfdiff.kl._relu_flow`).
 """
 from __future__ import annotations
 
@@ -62,13 +62,13 @@ import math
 import numba
 import numpy as np
 
-from . import _validate as v
-from ._batch import RFBatch, ScoreBatch, make_batch
-from ._ode import _lincomb, integrate
-from ._kl_common import (MAX_ORDER, NodeSets, as_process, assemble, check_common, flow_defaults,
+from .. import _validate as v
+from ..model.batch import ScoreBatch, make_batch
+from ..numerics.rk import _lincomb, integrate
+from .nodes import (MAX_ORDER, NodeSets, as_process, assemble, check_common, flow_defaults,
                          resolve_quadrature, subset)
-from ._results import BoundResult, ConvergenceError, KLResult, finish
-from .process import Process
+from .results import BoundResult, ConvergenceError, KLResult, finish
+from ..process import Process
 
 __all__ = ["kl_ode", "kl_ode_path", "log_density_ode", "generated_density", "KLResult",
            "BoundResult", "ConvergenceError"]
@@ -112,14 +112,14 @@ def ode_log_density(batch: ScoreBatch, x, process: Process, t_min: float, T: flo
     ``<= node_atol`` (default ``sqrt(atol)``); without, when the largest is ``<= atol``.
     For 1D ReLU random features (``exact_kinks``) only X is integrated by the
     Runge-Kutta pair and ``ell`` step by step with exact kink crossings
-    (:mod:`rfdiff._relu_flow`). Returns ``(logp (B, k), stats)``.
+    (:mod:`rfdiff.kl._relu_flow`). Returns ``(logp (B, k), stats)``.
     """
     x = np.asarray(x, dtype=np.float64)
     k, d = x.shape
     order = np.argsort(x[:, 0], kind="stable") if d == 1 else np.arange(k)
     xs = x[order]
     B = batch.n
-    kinks = exact_kinks and batch.relu_1d
+    kinks = exact_kinks and batch.piecewise_linear
     p = d if kinks else d + 1
     y0 = np.zeros((B, k, p))
     y0[..., :d] = xs[None]
@@ -192,7 +192,7 @@ def _error_norm(y_new, err, d, pv, with_ell, w, cap, atol):
 def _resolve_method(method, batch):
     v.choice("method", method, ("auto", "dopri5", "bs3"))
     if method == "auto":
-        return "bs3" if batch.relu_1d else "dopri5"
+        return "bs3" if batch.piecewise_linear else "dopri5"
     return method
 
 
@@ -208,7 +208,7 @@ def _kl_batch(batch: ScoreBatch, target, process, t_min, T, tol, quadrature, bas
     failed = np.zeros(B, dtype=bool)
     nested = quadrature == "grid"          # the level-l grid is every other point of level l+1
     fewest = {}        # atol -> (B,) fewest steps of a solve at atol that held the member
-    min_steps = MIN_STEPS if batch.relu_1d else 0
+    min_steps = MIN_STEPS if batch.piecewise_linear else 0
 
     def solve(keys, atol, idx):
         """Fill memo for ``keys`` (which, level) at ``atol`` for batch members ``idx``;
@@ -410,7 +410,7 @@ def kl_ode_path(flow, taus, target, process=None, t_min=None, T=None, tol: float
     process, t_min, T = flow_defaults(flow, process, t_min, T)
     process, t_min, T, tol = check_common(target, process, t_min, T, tol, flow.model.dim)
     taus = np.atleast_1d(np.asarray(taus, dtype=np.float64))
-    batch = RFBatch(flow.model, flow.params(taus))
+    batch = make_batch(model=flow.model, A=flow.params(taus))
     method = _resolve_method(method, batch)
     quadrature = resolve_quadrature(quadrature, batch, batch.dim)
     base = v.positive_int("order", order) if quadrature == "nodes" else v.positive_int("n_grid", n_grid)

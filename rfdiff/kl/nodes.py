@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _validate as v
-from ._batch import ListBatch, RFBatch
-from ._results import KLResult
-from .process import OU, Process
+from .. import _validate as v
+from .results import KLResult
+from ..process import OU, Process
 
 #: largest Gauss-Hermite order used (numpy's rule loses its weights beyond ~400)
 MAX_ORDER = 256
@@ -112,18 +111,14 @@ class NodeSets:
 def resolve_quadrature(quadrature, batch, dim):
     v.choice("quadrature", quadrature, QUADRATURES)
     if quadrature == "auto":
-        return "grid" if batch.relu_1d else "nodes"
+        return "grid" if batch.piecewise_linear else "nodes"
     if quadrature == "grid" and dim != 1:
         raise ValueError("quadrature='grid' is 1D only; use 'nodes'")
     return quadrature
 
 
 def subset(batch, idx):
-    if len(idx) == batch.n:
-        return batch
-    if isinstance(batch, RFBatch):
-        return RFBatch(batch.model, batch.A[idx])
-    return ListBatch([batch.scores[i] for i in idx])
+    return batch.subset(idx)
 
 
 def assemble(value, error, converged, messages, work, tol, kind, mass_loss=None, scalar=True):

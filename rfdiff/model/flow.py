@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import _validate as v
-from .backend import Backend, get_backend
+from .. import _validate as v
+from ..backend import Backend, get_backend
 
 
 @dataclass(frozen=True)

@@ -29,9 +29,9 @@ import math
 import numba
 import numpy as np
 
-from ._batch import PARALLEL_MIN_WORK, KinkOrder, RFBatch, _count_lt
-from ._numba import twins
-from ._ode import _lincomb
+from ..model.batch import PARALLEL_MIN_WORK, KinkOrder, RFBatch, _count_lt
+from .._numba import twins
+from ..numerics.rk import _lincomb
 
 
 @numba.njit(inline="always", cache=True)
@@ -231,7 +231,7 @@ _merge_serial, _merge_parallel = twins(_merge_impl, error_model="numpy")
 
 
 def make_aux(batch: RFBatch, process, d: int = 1):
-    """The ``aux`` callback of :func:`rfdiff._ode.integrate` for the (X only)
+    """The ``aux`` callback of :func:`rfdiff.numerics.rk.integrate` for the (X only)
     probability-flow system of a 1D ReLU batch: returns the exact log-density
     increment of each accepted step, shape (B, k)."""
     model = batch.model

@@ -23,11 +23,13 @@ import numba
 import numpy as np
 from scipy import special
 
-from . import _validate as v
-from ._numba import twins
-from .score import Score
+from .. import _validate as v
+from .._numba import twins
+from ..score import Score
 
 ACTIVATIONS = ("relu", "softplus", "tanh", "gelu", "swish")
+#: the one piecewise-linear (hinge) activation, ``max(x, 0)``: kink at 0
+RELU = ACTIVATIONS[0]
 EMBEDDINGS = ("log-sinusoidal", "ou")
 
 
@@ -85,13 +87,63 @@ def _relu(x, out=None):
     return out
 
 
+@dataclass(frozen=True)
+class Activation:
+    """An activation and the properties the solvers ask of it.
+
+    ``piecewise_linear``: ``act(x) = max(x, 0)`` (a hinge, derivative 0 left and
+    1 right of its kink at 0; the right derivative 1 at 0 is the convention),
+    so a 1D score is piecewise linear in x with one kink per feature, which the
+    KL solvers and the Gram treat exactly; ``kinks``: the kink positions of
+    ``act`` (empty for a smooth activation); ``in_place``: ``__call__`` may
+    write into ``out``.
+    """
+
+    name: str
+
+    def __post_init__(self):
+        v.choice("activation", self.name, ACTIVATIONS)
+
+    @property
+    def piecewise_linear(self) -> bool:
+        return self.name == RELU
+
+    @property
+    def kinks(self) -> tuple:
+        return (0.0,) if self.piecewise_linear else ()
+
+    @property
+    def in_place(self) -> bool:
+        return self.piecewise_linear
+
+    def __call__(self, x, out=None, backend=None):
+        return activation(self.name, x, out=out if self.in_place else None, backend=backend)
+
+    def derivative(self, x):
+        return activation_derivative(self.name, x)
+
+    def torch(self):
+        """The torch function of this activation (torch imported lazily by the caller)."""
+        import torch
+        return {RELU: torch.relu,
+                "softplus": lambda x: torch.logaddexp(torch.zeros((), dtype=x.dtype, device=x.device), x),
+                "tanh": torch.tanh,
+                "gelu": lambda x: torch.nn.functional.gelu(x, approximate="none"),
+                "swish": lambda x: x * torch.sigmoid(x)}[self.name]
+
+
+def get_activation(name) -> Activation:
+    """The :class:`Activation` named ``name`` (one of :data:`ACTIVATIONS`)."""
+    return name if isinstance(name, Activation) else Activation(name)
+
+
 def activation(name: str, x, out=None, backend=None):
     """``act(x)`` for the named activation (numerically stable forms); ``out``
     (ReLU only) receives the result in place (``out=x`` is allowed).
     ``backend``: a :class:`~rfdiff.backend.Backend` whose arrays ``x`` are
     (default NumPy)."""
     xp, sp = (np, special) if backend is None else (backend.xp, backend.special)
-    if name == "relu":
+    if name == RELU:
         return _relu(x, out) if backend is None else xp.maximum(x, 0.0, out=out)
     if name == "softplus":
         return xp.logaddexp(0.0, x)
@@ -106,7 +158,7 @@ def activation(name: str, x, out=None, backend=None):
 
 def activation_derivative(name: str, x: np.ndarray) -> np.ndarray:
     """``act'(x)``; for ReLU the right derivative (1 at 0)."""
-    if name == "relu":
+    if name == RELU:
         return (x >= 0.0).astype(np.float64)
     if name == "softplus":
         return special.expit(x)
@@ -160,7 +212,7 @@ class RandomFeatureScore:
 
     m: int
     dim: int = 1
-    activation: str = "relu"
+    activation: str = RELU
     time_embedding: TimeEmbedding | str = "log-sinusoidal"
     seed: int = 0
     w_scale: float = 1.0
@@ -170,6 +222,8 @@ class RandomFeatureScore:
 
     def __post_init__(self):
         set_ = object.__setattr__
+        if isinstance(self.m, (bool, np.bool_)):
+            raise ValueError(f"m must be a positive integer (not a bool), got {self.m!r}")
         set_(self, "m", v.positive_int("m", self.m))
         set_(self, "dim", v.positive_int("dim", self.dim))
         v.choice("activation", self.activation, ACTIVATIONS)
@@ -191,6 +245,11 @@ class RandomFeatureScore:
         set_(self, "W", W)
         set_(self, "U", U)
 
+    @property
+    def act(self) -> Activation:
+        """The :class:`Activation` object of ``activation``."""
+        return Activation(self.activation)
+
     def bias(self, t) -> np.ndarray:
         """``b(t) = U e(t)``: shape (m,) for scalar t, (k, m) for (k,) times."""
         return self.time_embedding(t) @ self.U.T
@@ -210,14 +269,14 @@ class RandomFeatureScore:
 
     def features(self, z, t) -> np.ndarray:
         """``phi(z, t)``: shape (k, m)."""
-        if self.activation == "relu" and self.dim <= _FUSED_MAX_DIM:
+        if self.act.piecewise_linear and self.dim <= _FUSED_MAX_DIM:
             z = np.ascontiguousarray(v.points("z", z, self.dim))
             b = np.ascontiguousarray(self._bias_rows(len(z), t))
             out = np.empty((len(z), self.m))
             _relu_features(z, np.ascontiguousarray(self.W.T), b, out)
             return out
         pre = self.preactivation(z, t)
-        return activation(self.activation, pre, out=pre if self.activation == "relu" else None)
+        return self.act(pre, out=pre)
 
     def features_dz(self, z, t) -> np.ndarray:
         """``act'(W z + b(t))``, shape (k, m); ``d phi_j / d z_i = act'_j W_ji``."""

@@ -32,7 +32,7 @@ import math
 import numba as nb
 import numpy as np
 
-from ._numba import twins
+from .._numba import twins
 
 K = 18
 _CUT = 9.0

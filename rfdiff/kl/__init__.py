@@ -1,0 +1,21 @@
+"""Exact 1D KL divergences between the data and a generated law, with error
+estimates, and the Girsanov bound.
+
+Convention (stated here once): ``KL(p_0 || p_gen) = E_{p_0}[log p_0 - log p_gen]``
+with ``p_gen`` the law the sampler generates at ``t = t_min`` from the prior at
+``T``; for a target without a density at t = 0 (``Empirical``) the value is
+``KL(p_{t_min} || p_gen)``. :mod:`~rfdiff.kl.ode` computes ``log p_gen`` along
+the probability-flow ODE (instantaneous change of variables),
+:mod:`~rfdiff.kl.fokker_planck` by solving the reverse SDE's Fokker-Planck
+equation, :mod:`~rfdiff.kl.girsanov` bounds the SDE's KL. Expectations use
+the quadrature of :mod:`~rfdiff.kl.nodes`; results are
+:mod:`~rfdiff.kl.results`.
+"""
+from .results import BoundResult, ConvergenceError, KLResult, Status
+from .ode import generated_density, kl_ode, kl_ode_path, log_density_ode, ode_log_density
+from .fokker_planck import kl_sde, kl_sde_path, sde_density
+from .girsanov import girsanov_bound, girsanov_bound_path, kl_prior
+
+__all__ = ["BoundResult", "ConvergenceError", "KLResult", "Status", "generated_density", "kl_ode",
+           "kl_ode_path", "log_density_ode", "ode_log_density", "kl_sde", "kl_sde_path", "sde_density",
+           "girsanov_bound", "girsanov_bound_path", "kl_prior"]

@@ -1,0 +1,96 @@
+"""The package's shape: module-level imports of rfdiff form no cycle, and the
+string "relu" (activation properties) lives in the features module only."""
+import ast
+from pathlib import Path
+
+import rfdiff
+
+ROOT = Path(rfdiff.__file__).parent
+
+
+def _module(path):
+    rel = path.relative_to(ROOT.parent).with_suffix("")
+    parts = list(rel.parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path, mods):
+    """rfdiff modules imported at module level (not inside functions) by ``path``."""
+    name = _module(path)
+    pkg = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    out = set()
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names if a.name in mods}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = pkg.split(".")[: len(pkg.split(".")) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            for a in node.names:
+                if f"{target}.{a.name}" in mods:
+                    out.add(f"{target}.{a.name}")
+                elif target in mods:
+                    out.add(target)
+    out.discard(name)
+    return out
+
+
+def import_graph():
+    files = {_module(p): p for p in ROOT.rglob("*.py")}
+    mods = set(files)
+    graph = {m: _imports(p, mods) for m, p in files.items()}
+    # importing rfdiff.a.b first runs rfdiff.a's __init__ (unless the importer is inside rfdiff.a)
+    def ancestors(m):
+        parts = m.split(".")
+        return {".".join(parts[:i]) for i in range(2, len(parts))}
+    for m in graph:
+        graph[m] = {a for t in graph[m] for a in ancestors(t) | {t}} - ancestors(m) - {m, "rfdiff"}
+    return graph
+
+
+def _find_cycle(graph):
+    state, stack = {}, []
+
+    def visit(u):
+        state[u] = 1
+        stack.append(u)
+        for w in sorted(graph.get(u, ())):
+            if state.get(w) == 1:
+                return stack[stack.index(w):] + [w]
+            if w not in state:
+                c = visit(w)
+                if c:
+                    return c
+        state[u] = 2
+        stack.pop()
+        return None
+
+    for u in sorted(graph):
+        if u not in state:
+            c = visit(u)
+            if c:
+                return c
+    return None
+
+
+def test_no_import_cycles():
+    graph = import_graph()
+    assert len(graph) > 30
+    assert _find_cycle(graph) is None, _find_cycle(graph)
+
+
+def test_cycle_finder_finds_a_cycle():
+    assert _find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+
+
+def test_kl_ode_reaches_the_ode_solver_through_few_modules():
+    graph = import_graph()
+    assert "rfdiff.numerics.rk" in graph["rfdiff.kl.ode"]   # kl.ode -> numerics.rk: 2 modules
+
+
+def test_relu_string_only_in_features():
+    hits = [p for p in ROOT.rglob("*.py") if '"relu"' in p.read_text()]
+    allowed = {ROOT / "model" / "features.py", ROOT / "cli_trajectory.py"}   # the CLI's default config
+    assert set(hits) <= allowed, hits
