@@ -4,7 +4,7 @@ import warnings
 import numpy as np
 import pytest
 
-from rfdiff.flow import Flow
+from rfdiff import Flow
 from tests.test_flow import _random_form
 
 

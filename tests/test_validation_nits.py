@@ -7,7 +7,7 @@ from rfdiff.cli import main
 
 @pytest.mark.parametrize("m", [True, False])
 def test_bool_is_not_a_width(m):
-    with pytest.raises(ValueError, match="m must be an integer >= 1"):
+    with pytest.raises(ValueError, match=r"^m must be a positive integer"):
         rf.RandomFeatureScore(m=m)
 
 
