@@ -18,7 +18,7 @@ An :class:`Experiment` (one module of :mod:`analysis.experiments`) has
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Mapping
 
 __all__ = ["Experiment", "Task", "point_function", "registered", "spec_of", "as_dataset",
@@ -76,7 +76,6 @@ class Experiment:
     plot: Callable
     summary: Callable | None = None
     regime: str = ""
-    extra: dict = field(default_factory=dict)
 
     def params(self, preset: str = "quick", overrides: dict | None = None) -> dict:
         if preset not in self.presets:
