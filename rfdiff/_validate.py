@@ -38,10 +38,19 @@ def real(name: str, value, *, lo: float = -math.inf, hi: float = math.inf,
     bad_lo = x <= lo if lo_open else x < lo
     bad_hi = x >= hi if hi_open else x > hi
     if bad_lo or bad_hi:
-        left = "(" if lo_open else "["
-        right = ")" if hi_open else "]"
-        raise ValueError(f"{name} must lie in {left}{lo}, {hi}{right}, got {x}")
+        raise ValueError(f"{name} must be {_range_text(lo, hi, lo_open, hi_open)}, got {x}")
     return x
+
+
+def _range_text(lo: float, hi: float, lo_open: bool, hi_open: bool) -> str:
+    """The allowed range in words; an infinite end is not part of it (values are finite)."""
+    if math.isinf(lo) and math.isinf(hi):
+        return "a finite real number"
+    if math.isinf(hi):
+        return f"{'>' if lo_open else '>='} {lo:g}"
+    if math.isinf(lo):
+        return f"{'<' if hi_open else '<='} {hi:g}"
+    return f"in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
 
 
 def positive(name: str, value) -> float:
