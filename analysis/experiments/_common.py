@@ -186,6 +186,24 @@ def netcdf_attrs(attrs: dict, prefix: str = "") -> dict:
     return out
 
 
+def scalar_outputs(info: dict, prefix: str) -> dict:
+    """``info`` (nested dict of attributes) as point-function outputs named
+    ``<prefix><key>``: flattened by :func:`netcdf_attrs` (numbers, strings and 1D
+    numeric arrays only); :func:`outputs_as_attrs` reads them back."""
+    return netcdf_attrs(info, prefix=prefix)
+
+
+def outputs_as_attrs(result, prefix: str) -> dict:
+    """The outputs of a point result (an ``xarray.Dataset``) named ``<prefix>...``,
+    prefix removed, as attribute values (0-d arrays become Python scalars)."""
+    out = {}
+    for k in result.data_vars:
+        if k.startswith(prefix):
+            v = result[k].values
+            out[k[len(prefix):]] = v.item() if v.ndim == 0 else v
+    return out
+
+
 def quadrature_check(problem) -> dict:
     """:meth:`rfdiff.ScoreMatching.quadrature_error` of a problem (relative change of
     G, C and c0 when the time rule is refined 2x), with its ``n_time``: recorded
