@@ -42,9 +42,9 @@ PRESETS = {
     # tiny: n = 100 < m = 256 overfits early and clearly (an interior minimum)
     "tiny": dict(_BASE, n=100, m=256, n_time=32, per_decade=1, tau_hi=12.0, kl_tol=2e-2,
                  net=dict(_NET, seeds=[0], epochs=4, n_checkpoints=2, width=32)),
-    # quick: n_time 128 (late-training KL is sensitive to the time rule through the smallest
-    # eigenvalues of H: 32 nodes change KL(tau=1e14) from 0.29 to 0.05 at m = 1024, while
-    # 128, 256 and 512 agree to 1e-3); the nets train for 200 of the paper's 2000 epochs
+    # quick: n_time 128 (the late-training KL depends on the time rule through the smallest
+    # eigenvalues of H; the README's kl-dynamics section has the convergence check); the nets
+    # train for 200 of the paper's 2000 epochs
     "quick": dict(_BASE, m=1024, n_time=128,
                   net=dict(_NET, seeds=[0, 1, 2], epochs=200, n_checkpoints=5)),
     "full": dict(_BASE, m=2048, n_time=256, per_decade=4, kl_tol=1e-3,
