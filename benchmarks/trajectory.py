@@ -18,7 +18,6 @@ import time
 import numpy as np
 
 import rfdiff as rf
-from rfdiff.trajectory import trajectory
 
 from _common import parser, report
 
@@ -27,7 +26,7 @@ def main(argv=None):
     p = parser(__doc__)
     p.add_argument("--n-time", type=int, default=None, help="time nodes (default: rfdiff's)")
     p.add_argument("--tol", type=float, default=1e-4,
-                   help="absolute tolerance of the KLs (default 1e-4; trajectory()'s own default is 1e-3)")
+                   help="absolute tolerance of the KLs (default 1e-4; rf.trajectory()'s own default is 1e-3)")
     p.add_argument("--m", type=int, default=None, help="features (default 4096; --quick 512)")
     p.add_argument("--n", type=int, default=None, help="training points (default 1e4; --quick 1000)")
     p.add_argument("--metrics", default="train_loss,population_loss,kl_ode,kl_sde",
@@ -40,7 +39,7 @@ def main(argv=None):
     x = target.sample(n, seed=0)
     # compile the numba kernels (of the metrics asked for) outside the timings
     small = rf.ScoreMatching(rf.RandomFeatureScore(m=8), x[:20], n_time=4)
-    trajectory(small, np.array([1.0, 10.0]), target, metrics=metrics, tol=1e-3)
+    rf.trajectory(small, np.array([1.0, 10.0]), target, metrics=metrics, tol=1e-3)
 
     out = {"n": n, "m": m, "tol": args.tol}
     t0 = time.perf_counter()
@@ -54,7 +53,7 @@ def main(argv=None):
     out["eigh_s"] = time.perf_counter() - t0
     taus = np.logspace(0, 12, 64)
     t0 = time.perf_counter()
-    ds = trajectory(flow, taus, target, metrics=metrics, tol=args.tol)
+    ds = rf.trajectory(flow, taus, target, metrics=metrics, tol=args.tol)
     out["metrics_64_taus_s"] = time.perf_counter() - t0
     for k in ("population_loss", "kl_ode", "kl_sde"):
         if k in metrics:

@@ -180,10 +180,28 @@ def quantile_error(s, s_ref, x, delta: float, t=None, weights=None, *, n_boot: i
                                                                              "n": len(d)})
     w = np.full(len(d), 1.0 / len(d))
     value = weighted_quantile_error(d, w, delta)
-    rng = np.random.default_rng(seed)
-    boots = [weighted_quantile_error(d[rng.integers(0, len(d), len(d))], w, delta) for _ in range(n_boot)]
-    return MetricResult(value, float(np.std(boots, ddof=1)) if n_boot > 1 else np.nan,
+    if n_boot <= 1:
+        return MetricResult(value, np.nan, {"kind": "samples", "n": len(d), "n_boot": n_boot})
+    return MetricResult(value, _bootstrap_se(d, lambda r: weighted_quantile_error(r, w, delta), n_boot, seed),
                         {"kind": "samples", "n": len(d), "n_boot": n_boot})
+
+
+def _bootstrap_se(sample, statistic, n_boot: int, seed: int) -> float:
+    """Bootstrap standard error of ``statistic(sample)`` (:func:`scipy.stats.bootstrap`,
+    ``n_boot`` resamples from ``numpy.random.default_rng(seed)``, at most ~1e7 resampled
+    values in memory at once)."""
+    import inspect
+    import warnings
+
+    from scipy.stats import DegenerateDataWarning, bootstrap
+
+    rng = np.random.default_rng(seed)
+    key = "rng" if "rng" in inspect.signature(bootstrap).parameters else "random_state"
+    with warnings.catch_warnings():       # a constant statistic (all resamples equal) is fine: SE 0
+        warnings.simplefilter("ignore", DegenerateDataWarning)
+        res = bootstrap((sample,), statistic, n_resamples=n_boot, vectorized=False, method="percentile",
+                        batch=max(1, min(n_boot, 10_000_000 // len(sample))), **{key: rng})
+    return float(res.standard_error)
 
 
 def quantile_error_1d(s, s_ref, target, t: float, process=None, delta: float = 0.01, *,

@@ -197,14 +197,14 @@ def test_memorization_time_data(runs):
 def test_density_on_grid_matches_log_density_ode():
     """The batched plot densities agree with rfdiff.log_density_ode, one score at a time."""
     from analysis.experiments._common import density_on_grid, rf_flow
+    import rfdiff as rf
     from rfdiff import log_density_ode, two_modes
-    from rfdiff.model.batch import RFBatch
 
     target = two_modes(3.0)
     flow, _, _ = rf_flow(target, 100, 64, n_time=16)
     taus = np.array([1e4, 1e8])
     z = np.linspace(-8, 8, 801)
-    dens = density_on_grid(RFBatch(flow.model, flow.params(taus)), z, atol=1e-6)
+    dens = density_on_grid(rf.model.make_batch(model=flow.model, A=flow.params(taus)), z, atol=1e-6)
     for b, tau in enumerate(taus):
         ref = np.exp(log_density_ode(flow.score_at(float(tau)), z[::100, None], atol=1e-9))
         np.testing.assert_allclose(dens[b, ::100], ref, rtol=1e-2, atol=1e-8)

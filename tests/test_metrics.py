@@ -131,3 +131,18 @@ def test_mmd_unbiased_and_standard_error():
     assert abs(r.value) < 4 * r.error
     far = mmd(x, y + 1.0)
     assert far.value > 5 * far.error and far.info["bandwidth"] > 0
+
+
+def test_quantile_error_bootstrap_matches_the_order_statistic_standard_error():
+    """|x|, x ~ N(0, 1): the sample (1 - delta) quantile has asymptotic standard error
+    sqrt(delta (1 - delta) / n) / f(q), f = 2 phi the density of |x| at q = z_{delta/2};
+    the bootstrap's (scipy.stats.bootstrap) agrees within its own noise (~n^-1/4)."""
+    n, delta = 4000, 0.1
+    x = np.random.default_rng(11).standard_normal(n)
+    r = quantile_error(x, np.zeros(n), x, delta, n_boot=600, seed=3)
+    q = norm.isf(delta / 2)
+    assert r.value == pytest.approx(q, abs=0.05)
+    assert r.error == pytest.approx(np.sqrt(delta * (1 - delta) / n) / (2 * norm.pdf(q)), rel=0.3)
+    again = quantile_error(x, np.zeros(n), x, delta, n_boot=600, seed=3)
+    assert again.error == r.error                                   # same seed, same numbers
+    assert np.isnan(quantile_error(x, np.zeros(n), x, delta, n_boot=1).error)    # no resamples: no SE

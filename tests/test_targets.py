@@ -1,6 +1,7 @@
 """Gaussian mixtures (any d), the two-mode and quantile families, low-rank
 mixtures, and the shared Target interface."""
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -267,3 +268,24 @@ def test_family_and_call_validation():
                        (lambda: mix2d().partial_moments(np.zeros((2, 2)), 0.1, P), "1D")]:
         with pytest.raises(ValueError, match=match):
             bad()
+
+
+def test_sobol_normals_is_the_one_generator():
+    """gram.qmc_normals and targets.base.sobol_normals give the same numbers; they are
+    Phi^-1 of scipy's scrambled Sobol points, and their moments are those of N(0, I)."""
+    from scipy.stats import norm, qmc
+
+    from rfdiff.model.gram import qmc_normals
+    from rfdiff.targets.base import sobol_normals
+
+    for n, d, seed in ((1024, 3, 0), (1000, 2, 7)):          # 1000: no balance warning either
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            e = sobol_normals(n, d, seed)
+        np.testing.assert_array_equal(e, qmc_normals(n, d, seed))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)       # the reference's own balance warning
+            u = qmc.Sobol(d, scramble=True, seed=seed).random(n)
+        np.testing.assert_array_equal(e, norm.ppf(u))
+        np.testing.assert_allclose(e.mean(axis=0), 0.0, atol=5e-3)
+        np.testing.assert_allclose(np.cov(e.T), np.eye(d), atol=2e-2)

@@ -3,7 +3,7 @@
 - :func:`rf_flow`: a random-feature score-matching problem on ``n`` samples of a
   target and its closed-form gradient flow (the O(m^3) set-up, done once);
 - :func:`flow_kl`: ``KL(p_0 || p_gen)`` of the probability-flow ODE of a
-  random-feature flow at many taus (:func:`rfdiff.kl.ode.kl_ode_path`);
+  random-feature flow at many taus (:func:`rfdiff.kl_ode_path`);
   :func:`kl_smooth` the same for a smooth score (a Swish net);
   :func:`density_on_grid`: ``p_gen`` on a grid, for plots and modes;
 - :func:`early_stopping`: the minimiser ``tau*`` of a KL curve on a log grid,
@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
+import rfdiff as rf
 from rfdiff import OU, RandomFeatureScore, ScoreMatching
-from rfdiff.model.batch import make_batch
-from rfdiff.kl.ode import ode_log_density
 
 
 def rf_flow(target, n: int, m: int, *, seed: int = 0, data_seed: int = 0, n_time: int = 64,
@@ -34,16 +33,14 @@ def rf_flow(target, n: int, m: int, *, seed: int = 0, data_seed: int = 0, n_time
 
 def flow_kl(flow, taus, target, *, tol: float = 5e-3) -> dict:
     """``KL(p_0 || p_gen)`` of the probability-flow ODE of a random-feature flow at
-    many training times: :func:`rfdiff.kl.ode.kl_ode_path` (1D ReLU features:
+    many training times: :func:`rfdiff.kl_ode_path` (1D ReLU features:
     exact kink crossings, trapezoid quadrature refined until the error estimate
     is below ``tol``), not strict: an unconverged tau keeps its value, its
     (larger) error estimate and ``converged = False``. Returns (k,) arrays
     ``value``, ``error``, ``kl_tmin``, ``kl_tmin_error``, ``converged`` and the
     solver's ``message``."""
-    from rfdiff.kl.ode import kl_ode_path
-
     taus = np.atleast_1d(np.asarray(taus, dtype=float))
-    r = kl_ode_path(flow, taus, target, tol=tol, strict=False)
+    r = rf.kl_ode_path(flow, taus, target, tol=tol, strict=False)
     return {"value": np.asarray(r.value, float), "error": np.asarray(r.error, float),
             "kl_tmin": np.asarray(r.kl_tmin, float), "kl_tmin_error": np.asarray(r.kl_tmin_error, float),
             "converged": np.asarray(r.converged, bool), "message": r.message}
@@ -130,25 +127,23 @@ def train_swish(x, *, optimizer: str, lr: float, seed: int, width: int = 128, ep
 
 def kl_smooth(score, target, *, tol: float = 1e-3, t_min: float = 1e-3, T: float = 8.0) -> tuple:
     """``(KL(p_0 || p_gen), error)`` of the probability-flow ODE for a smooth score
-    (a Swish network): :func:`rfdiff.kl.ode.kl_ode` on the target's
+    (a Swish network): :func:`rfdiff.kl_ode` on the target's
     Gauss-Hermite nodes (spectral for smooth integrands), not strict: an
     unconverged value is returned with its (larger) error estimate."""
-    from rfdiff.kl.ode import kl_ode
-
-    r = kl_ode(score, target, t_min=t_min, T=T, tol=tol, quadrature="nodes", strict=False)
+    r = rf.kl_ode(score, target, t_min=t_min, T=T, tol=tol, quadrature="nodes", strict=False)
     return float(r.value), float(r.error), bool(np.all(r.converged))
 
 
 def density_on_grid(score_batch, z, *, atol: float = 1e-4, t_min: float = 1e-3, T: float = 8.0):
     """``p_gen`` of the probability-flow ODE at the grid points ``z`` for every score
     of a batch: shape (B, len(z)). The ODE error control is the weighted one of
-    :func:`rfdiff.kl.ode.ode_log_density` with uniform weights: mean
+    :func:`rfdiff.kl.ode_log_density` with uniform weights: mean
     log-density error ``<= atol``, worst point ``<= sqrt(atol)`` (for plots)."""
     if not hasattr(score_batch, "n"):
-        score_batch = make_batch(score_batch)
+        score_batch = rf.model.make_batch(score_batch)
     z = np.asarray(z, dtype=float).reshape(-1, 1)
     w = np.full(len(z), 1.0 / len(z))
-    lg, st = ode_log_density(score_batch, z, OU(), t_min, T, atol=atol, weights=w)
+    lg, st = rf.kl.ode_log_density(score_batch, z, OU(), t_min, T, atol=atol, weights=w)
     if st.status != 0:
         raise RuntimeError(f"probability-flow ODE failed: {st.message}")
     with np.errstate(under="ignore"):
@@ -183,6 +178,24 @@ def netcdf_attrs(attrs: dict, prefix: str = "") -> dict:
             out[key] = float(v)
         else:
             out[key] = v
+    return out
+
+
+def scalar_outputs(info: dict, prefix: str) -> dict:
+    """``info`` (nested dict of attributes) as point-function outputs named
+    ``<prefix><key>``: flattened by :func:`netcdf_attrs` (numbers, strings and 1D
+    numeric arrays only); :func:`outputs_as_attrs` reads them back."""
+    return netcdf_attrs(info, prefix=prefix)
+
+
+def outputs_as_attrs(result, prefix: str) -> dict:
+    """The outputs of a point result (an ``xarray.Dataset``) named ``<prefix>...``,
+    prefix removed, as attribute values (0-d arrays become Python scalars)."""
+    out = {}
+    for k in result.data_vars:
+        if k.startswith(prefix):
+            v = result[k].values
+            out[k[len(prefix):]] = v.item() if v.ndim == 0 else v
     return out
 
 

@@ -14,6 +14,9 @@ The paper's own setting: a one-hidden-layer Swish network (width 128) trained
 by minibatch SGD (lr 0.5) and Adam (lr 1e-3) on the ``"sigma"``-weighted
 denoising loss, KL (ODE, Gauss-Hermite nodes) against the epoch for 3 seeds:
 mean and min-max band.
+
+Points: the random-feature flow (:func:`rf_point`) and one Swish net per
+(optimizer, net seed) (:func:`net_point`).
 """
 from __future__ import annotations
 
@@ -23,6 +26,8 @@ import time
 import numpy as np
 
 from rfdiff import two_modes
+
+from rfdiff.run import Experiment, Task, point_function
 
 from . import _common as c
 
@@ -37,9 +42,9 @@ PRESETS = {
     # tiny: n = 100 < m = 256 overfits early and clearly (an interior minimum)
     "tiny": dict(_BASE, n=100, m=256, n_time=32, per_decade=1, tau_hi=12.0, kl_tol=2e-2,
                  net=dict(_NET, seeds=[0], epochs=4, n_checkpoints=2, width=32)),
-    # quick: n_time 128 (late-training KL is sensitive to the time rule through the smallest
-    # eigenvalues of H: 32 nodes change KL(tau=1e14) from 0.29 to 0.05 at m = 1024, while
-    # 128, 256 and 512 agree to 1e-3); the nets train for 200 of the paper's 2000 epochs
+    # quick: n_time 128 (the late-training KL depends on the time rule through the smallest
+    # eigenvalues of H; the README's kl-dynamics section has the convergence check); the nets
+    # train for 200 of the paper's 2000 epochs
     "quick": dict(_BASE, m=1024, n_time=128,
                   net=dict(_NET, seeds=[0, 1, 2], epochs=200, n_checkpoints=5)),
     "full": dict(_BASE, m=2048, n_time=256, per_decade=4, kl_tol=1e-3,
@@ -47,19 +52,29 @@ PRESETS = {
 }
 
 
-def _rf_part(p, target):
+_RF_KEYS = ("mu", "q1", "n", "m", "seed", "data_seed", "n_time", "t_min", "T", "weighting", "tau_lo", "tau_hi",
+            "per_decade", "kl_tol")
+_TRAJECTORY = ("train_loss", "population_loss", "kl_ode", "kl_ode_error", "kl_ode_tmin", "kl_ode_tmin_error",
+               "kl_sde", "kl_sde_error", "kl_sde_tmin", "kl_sde_tmin_error", "girsanov", "girsanov_error")
+
+
+@point_function
+def rf_point(*, mu: float, q1: float, n: int, m: int, seed: int, data_seed: int, n_time: int, t_min: float,
+             T: float, weighting: str, tau_lo: float, tau_hi: float, per_decade: float, kl_tol: float) -> dict:
+    """The random-feature flow: every metric along the log tau grid (one batched
+    :func:`rfdiff.trajectory`, one tolerance), ``tau*`` and ``KL(tau*)`` of the ODE
+    and SDE KL (outputs ``star_<ode|sde>_*``), and the solver/model description
+    (outputs ``info_*``). ``seed`` draws the features, ``data_seed`` the training set."""
     from rfdiff import kl_sde_path, trajectory
 
-    flow, problem, _ = c.rf_flow(target, p["n"], p["m"], seed=p["seed"], data_seed=p["data_seed"],
-                                 n_time=p["n_time"], t_min=p["t_min"], T=p["T"], weighting=p["weighting"])
-    taus = c.tau_grid(p["tau_lo"], p["tau_hi"], p["per_decade"])
-    # every metric for all taus in batched solves (rfdiff.trajectory), one tolerance for all
-    tr = trajectory(flow, taus, target, tol=p["kl_tol"], strict=False,
+    t0 = time.perf_counter()
+    target = two_modes(mu, q1)
+    flow, problem, _ = c.rf_flow(target, n, m, seed=seed, data_seed=data_seed, n_time=n_time, t_min=t_min, T=T,
+                                 weighting=weighting)
+    taus = c.tau_grid(tau_lo, tau_hi, per_decade)
+    tr = trajectory(flow, taus, target, tol=kl_tol, strict=False,
                     metrics=("train_loss", "population_loss", "kl_ode", "kl_sde", "girsanov"))
-    keep = ("train_loss", "population_loss", "kl_ode", "kl_ode_error", "kl_ode_tmin", "kl_ode_tmin_error",
-            "kl_sde", "kl_sde_error", "kl_sde_tmin", "kl_sde_tmin_error", "girsanov", "girsanov_error")
-    out = {k: np.asarray(tr[k].values, float) for k in keep}
-    out["taus"] = taus
+    out = {k: np.asarray(tr[k].values, float) for k in _TRAJECTORY}
     out["kl_ode_converged"] = tr["kl_ode_converged"].values.astype(bool)
     out["kl_sde_converged"] = tr["kl_sde_converged"].values.astype(bool)
     stars = {}
@@ -67,10 +82,10 @@ def _rf_part(p, target):
         es = c.early_stopping(taus, out[f"kl_{kind}"], out[f"kl_{kind}_error"])
         ts = es["tau_star"]
         if kind == "ode":
-            r = c.flow_kl(flow, [ts], target, tol=p["kl_tol"])
+            r = c.flow_kl(flow, [ts], target, tol=kl_tol)
             val, err = float(r["value"][0]), float(r["error"][0])
         else:
-            r = kl_sde_path(flow, [ts], target, tol=p["kl_tol"], strict=False)
+            r = kl_sde_path(flow, [ts], target, tol=kl_tol, strict=False)
             val, err = float(np.asarray(r.value)[0]), float(np.asarray(r.error)[0])
         if val > es["kl_grid"]:          # the parabola can miss on a rough curve: keep the grid point
             ts, val, err = es["tau_grid"], es["kl_grid"], es["kl_grid_error"]
@@ -83,76 +98,99 @@ def _rf_part(p, target):
             "girsanov_message": tr.attrs.get("girsanov_message", "")[:500],
             "girsanov_kl_prior": float(tr.attrs.get("girsanov_kl_prior", np.nan)),
             "kl_solvers": f"rfdiff.trajectory (kl_ode_path, kl_sde_path, girsanov_bound_path), "
-                          f"tol={p['kl_tol']}",
+                          f"tol={kl_tol}",
             "quadrature_error": c.quadrature_check(problem),
             "model": problem.model.describe(), "score_matching": problem.describe()}
-    return out, stars, info
+    out.update(c.scalar_outputs(stars, "star_"))
+    out.update(c.scalar_outputs(info, "info_"))
+    out["coords"] = {"tau": taus}
+    out["dims"] = {k: ["tau"] for k in (*_TRAJECTORY, "kl_ode_converged", "kl_sde_converged")}
+    out["seconds"] = time.perf_counter() - t0
+    return out
 
 
-def _net_part(p, target, x):
-    q = p["net"]
-    epochs = int(q["epochs"])
-    ck = np.unique(np.round(np.linspace(0, epochs, q["n_checkpoints"] + 1)).astype(int))
-    opts = [("sgd", q["sgd_lr"]), ("adam", q["adam_lr"])]
-    kl = np.full((len(opts), len(q["seeds"]), len(ck)), np.nan)
+def _checkpoints(epochs: int, n_checkpoints: int) -> np.ndarray:
+    return np.unique(np.round(np.linspace(0, epochs, n_checkpoints + 1)).astype(int))
+
+
+@point_function
+def net_point(*, optimizer: str, lr: float, seed: int, mu: float, q1: float, n: int, data_seed: int,
+              width: int, epochs: int, batch_size: int, weighting: str, n_checkpoints: int, kl_tol: float,
+              t_min: float, T: float) -> dict:
+    """One Swish net (``optimizer`` at ``lr``, net seed ``seed``) on the training set
+    of ``data_seed``: the ODE KL at ``n_checkpoints + 1`` epochs and the loss per epoch."""
+    t0 = time.perf_counter()
+    target = two_modes(mu, q1)
+    x = target.sample(n, seed=data_seed)
+    ck = _checkpoints(int(epochs), int(n_checkpoints))
+    h = c.train_swish(x, optimizer=optimizer, lr=lr, seed=seed, width=width, epochs=int(epochs),
+                      batch_size=batch_size, weighting=weighting, checkpoint_epochs=ck, t_min=t_min, T=T)
+    kl = np.full(ck.size, np.nan)
     err = np.full_like(kl, np.nan)
-    conv = np.zeros(kl.shape, dtype=bool)
-    loss = np.full((len(opts), len(q["seeds"]), epochs), np.nan)
-    for i, (opt, lr) in enumerate(opts):
-        for j, s in enumerate(q["seeds"]):
-            h = c.train_swish(x, optimizer=opt, lr=lr, seed=s, width=q["width"], epochs=epochs,
-                              batch_size=q["batch_size"], weighting=q["weighting"],
-                              checkpoint_epochs=ck, t_min=p["t_min"], T=p["T"])
-            loss[i, j] = [b.mean() for b in np.array_split(h.losses, epochs)]
-            for k, step in enumerate(h.steps):
-                kl[i, j, k], err[i, j, k], conv[i, j, k] = c.kl_smooth(h.score_at(int(step)), target,
-                                                                      tol=q["kl_tol"], t_min=p["t_min"], T=p["T"])
-            steps_per_epoch = h.steps_per_epoch
-    return dict(epochs_ck=ck, net_kl=kl, net_kl_error=err, net_kl_converged=conv, net_loss=loss,
-                optimizers=[o for o, _ in opts], lrs=[lr for _, lr in opts], steps_per_epoch=steps_per_epoch)
+    conv = np.zeros(ck.size, dtype=bool)
+    for k, step in enumerate(h.steps):
+        kl[k], err[k], conv[k] = c.kl_smooth(h.score_at(int(step)), target, tol=kl_tol, t_min=t_min, T=T)
+    loss = np.array([b.mean() for b in np.array_split(h.losses, int(epochs))])
+    return {"net_kl": kl, "net_kl_error": err, "net_kl_converged": conv, "net_loss": loss,
+            "steps_per_epoch": int(h.steps_per_epoch), "seconds": time.perf_counter() - t0,
+            "coords": {"epoch": ck, "epoch_all": np.arange(1, int(epochs) + 1)},
+            "dims": {"net_kl": ["epoch"], "net_kl_error": ["epoch"], "net_kl_converged": ["epoch"],
+                     "net_loss": ["epoch_all"]}}
 
 
-def compute(p: dict):
-    """The dataset behind the figure (see the module docstring)."""
+def _optimizers(q: dict) -> list:
+    return [("sgd", q["sgd_lr"]), ("adam", q["adam_lr"])]
+
+
+def tasks(p: dict) -> list:
+    """The random-feature flow (one point), then one Swish net per (optimizer, net seed)."""
+    q = p["net"]
+    net = dict(mu=p["mu"], q1=p["q1"], n=p["n"], data_seed=p["data_seed"], width=q["width"], epochs=q["epochs"],
+               batch_size=q["batch_size"], weighting=q["weighting"], n_checkpoints=q["n_checkpoints"],
+               kl_tol=q["kl_tol"], t_min=p["t_min"], T=p["T"])
+    return ([Task(rf_point, {k: p[k] for k in _RF_KEYS})]
+            + [Task(net_point, dict(net, optimizer=opt, lr=lr, seed=int(s)))
+               for opt, lr in _optimizers(q) for s in q["seeds"]])
+
+
+def reduce(p: dict, results: list):
+    """The flow's curves over tau, the nets' over (optimizer, net seed, epoch); attrs:
+    tau* of both KLs, the nets' best epochs, solver and model descriptions."""
     import xarray as xr
 
-    t0 = time.perf_counter()
-    target = two_modes(p["mu"], p["q1"])
-    rf, stars, info = _rf_part(p, target)
-    t_rf = time.perf_counter() - t0
-    x = target.sample(p["n"], seed=p["data_seed"])
-    net = _net_part(p, target, x)
-    t_net = time.perf_counter() - t0 - t_rf
-    taus = rf.pop("taus")
-    conv = {k: rf.pop(k) for k in ("kl_ode_converged", "kl_sde_converged")}
-    data = {k: ("tau", v) for k, v in rf.items()}
-    for k, v in conv.items():
-        data[k] = ("tau", v.astype(np.int8))
+    rf, nets = results[0], results[1:]
+    q = p["net"]
+    opts, seeds = _optimizers(q), list(q["seeds"])
+    data = {k: ("tau", rf[k].values) for k in _TRAJECTORY}
+    for k in ("kl_ode_converged", "kl_sde_converged"):
+        data[k] = ("tau", rf[k].values.astype(np.int8))
+    grid = lambda name: np.array([[nets[i * len(seeds) + j][name].values for j in range(len(seeds))]  # noqa: E731
+                                  for i in range(len(opts))])
     dims = ("optimizer", "net_seed", "epoch")
-    data["net_kl"] = (dims, net["net_kl"])
-    data["net_kl_error"] = (dims, net["net_kl_error"])
-    data["net_kl_converged"] = (dims, net["net_kl_converged"].astype(np.int8))
-    data["net_loss"] = (("optimizer", "net_seed", "epoch_all"), net["net_loss"])
-    coords = {"tau": taus, "optimizer": net["optimizers"], "net_seed": list(p["net"]["seeds"]),
-              "epoch": net["epochs_ck"], "epoch_all": np.arange(1, p["net"]["epochs"] + 1)}
+    net_kl = grid("net_kl")
+    data["net_kl"] = (dims, net_kl)
+    data["net_kl_error"] = (dims, grid("net_kl_error"))
+    data["net_kl_converged"] = (dims, grid("net_kl_converged").astype(np.int8))
+    data["net_loss"] = (("optimizer", "net_seed", "epoch_all"), grid("net_loss"))
+    ck = nets[0]["epoch"].values
+    coords = {"tau": rf["tau"].values, "optimizer": [o for o, _ in opts], "net_seed": seeds,
+              "epoch": ck, "epoch_all": nets[0]["epoch_all"].values}
     ds = xr.Dataset(data, coords=coords)
     ds["tau"].attrs["long_name"] = "gradient-flow time of the normalised loss"
     ds["epoch"].attrs["long_name"] = "epoch (Swish net checkpoints)"
     attrs = {"figure": NAME, "target": f"two_modes(mu={p['mu']}, q1={p['q1']})",
              "early_stopping_criterion": "argmin of KL_ODE(p_0||p_gen) on the log tau grid, "
                                          "refined by a parabola in log tau",
-             "seconds_rf": t_rf, "seconds_net": t_net,
-             "net_lrs": net["lrs"], "net_steps_per_epoch": net["steps_per_epoch"],
+             "seconds_rf": float(rf["seconds"]), "seconds_net": float(sum(float(r["seconds"]) for r in nets)),
+             "net_lrs": [lr for _, lr in opts], "net_steps_per_epoch": int(nets[-1]["steps_per_epoch"]),
              "net_description": "one-hidden-layer Swish MLP (rfdiff.torch.MLPScore, standard "
                                 "parametrisation), minibatch training on the 'sigma'-weighted DSM loss; "
-                                "tau = lr * steps for SGD", **info}
-    for kind, s in stars.items():
-        for k, v in s.items():
-            attrs[f"{kind}_{k}"] = v
-    mean = np.nanmean(net["net_kl"], axis=1)
-    for i, opt in enumerate(net["optimizers"]):
+                                "tau = lr * steps for SGD",
+             **c.outputs_as_attrs(rf, "info_"), **c.outputs_as_attrs(rf, "star_")}
+    mean = np.nanmean(net_kl, axis=1)
+    for i, (opt, _) in enumerate(opts):
         k = int(np.nanargmin(mean[i]))
-        attrs[f"net_best_epoch_{opt}"] = int(net["epochs_ck"][k])
+        attrs[f"net_best_epoch_{opt}"] = int(ck[k])
         attrs[f"net_best_kl_{opt}"] = float(mean[i, k])
         attrs[f"net_final_kl_{opt}"] = float(mean[i, -1])
     ds.attrs.update(c.netcdf_attrs(attrs))
@@ -219,3 +257,10 @@ def _mu(ds):
 
 def _n(ds):
     return ds.attrs.get("score_matching_n", "?")
+
+
+EXPERIMENT = Experiment(name=NAME, title=TITLE, presets=PRESETS, tasks=tasks, reduce=reduce, plot=plot,
+                        summary=summary,
+                        regime="1D: two_modes(mu=3), full-time random-feature flow (ReLU features with bias "
+                               "and time embedding, m > n: it overfits), n = 1000; and the paper's "
+                               "one-hidden-layer Swish net (SGD lr 0.5, Adam lr 1e-3) on the same data")

@@ -5,7 +5,11 @@ The single-noise-level random-feature setting of the follow-up literature
 independent of n, ``tau_mem`` proportional to n). At one diffusion time
 ``t_level`` the loss is ``1/2 lambda(t) (1/n) sum_i E|s(x_t) + eps/sigma_t|^2``
 (:meth:`rfdiff.ScoreMatching.single_level`, lambda = sigma_t^2), the model
-has more features than data (``m > n``) and the flow is exact. Along the flow:
+has more features than data (``m > n``) and the flow is exact. Regime: d = 1
+at small n and m, not Bonnaire et al.'s high-dimensional limit (n, m, d large
+at fixed ratios); whether their time scales survive in 1D is what is measured.
+Points: one per (n, seed) (:func:`single_level_point`) and one per ``mem_n``
+(:func:`memorization_point`). Along the flow:
 
 - ``population_loss`` ``L(tau) = 1/2 lambda E_{p_t}|s - grad log p_t|^2`` (the test
   error; the test DSM loss is this plus a constant);
@@ -39,6 +43,8 @@ import time
 import numpy as np
 
 from rfdiff import OU, RandomFeatureScore, ScoreMatching, two_modes
+
+from rfdiff.run import Experiment, Task, point_function
 
 from . import _common as c
 
@@ -119,33 +125,75 @@ def memorization_along_tau(target, n, p, seed=0):
     return taus, frac, err, float(ref.value), c.quadrature_check(problem), float(chance.value)
 
 
-def compute(p: dict):
+CURVES = ("pop", "train", "test_dsm", "gap", "emp_dist")
+
+
+@point_function
+def single_level_point(*, n: int, m: int, seed: int, mu: float, q1: float, t_level: float, tau_lo: float,
+                       tau_hi: float, per_decade: float) -> dict:
+    """One (n, seed) at the noise level ``t_level``: the curves along tau, the three
+    times of the population loss (:func:`half_times`) and the spectrum of H (descending).
+    Seed ``seed`` draws the training set and the frozen features."""
+    t0 = time.perf_counter()
+    p = dict(t_level=t_level, tau_lo=tau_lo, tau_hi=tau_hi, per_decade=per_decade)
+    r = single_level_curves(two_modes(mu, q1), n, m, seed, p)
+    gen, mem, tmin = half_times(r["taus"], r["pop"])
+    out = {k: r[k] for k in CURVES}
+    out.update(tau_gen=gen, tau_mem=mem, tau_min=tmin, spectrum=r["spectrum"], n_clipped=int(r["n_clipped"]),
+               coords={"tau": r["taus"], "rank": np.arange(1, m + 1)},
+               dims={**{k: ["tau"] for k in CURVES}, "spectrum": ["rank"]})
+    out["seconds"] = time.perf_counter() - t0
+    return out
+
+
+@point_function
+def memorization_point(*, n: int, mu: float, q1: float, mem_m: int, mem_n_time: int, mem_t_min: float,
+                       mem_T: float, mem_tau_lo: float, mem_tau_hi: float, mem_per_decade: float,
+                       mem_samples: int, mem_ratio: float, mem_rtol: float, mem_atol: float,
+                       seed: int = 0) -> dict:
+    """One training-set size ``n``: the memorization fraction along tau of a full-time
+    RF flow (:func:`memorization_along_tau`), with its two references."""
+    t0 = time.perf_counter()
+    p = dict(mem_m=mem_m, mem_n_time=mem_n_time, mem_t_min=mem_t_min, mem_T=mem_T, mem_tau_lo=mem_tau_lo,
+             mem_tau_hi=mem_tau_hi, mem_per_decade=mem_per_decade, mem_samples=mem_samples,
+             mem_ratio=mem_ratio, mem_rtol=mem_rtol, mem_atol=mem_atol)
+    taus, frac, err, ref, quad, chance = memorization_along_tau(two_modes(mu, q1), n, p, seed=seed)
+    out = {"mem_fraction": frac, "mem_fraction_error": err, "mem_fraction_empirical_score": ref,
+           "mem_fraction_p0_samples": chance, **c.scalar_outputs(quad, "quadrature_"),
+           "coords": {"mem_tau": taus}, "dims": {"mem_fraction": ["mem_tau"], "mem_fraction_error": ["mem_tau"]}}
+    out["seconds"] = time.perf_counter() - t0
+    return out
+
+
+_SINGLE_KEYS = ("mu", "q1", "t_level", "tau_lo", "tau_hi", "per_decade")
+_MEM_KEYS = ("mu", "q1", "mem_m", "mem_n_time", "mem_t_min", "mem_T", "mem_tau_lo", "mem_tau_hi",
+             "mem_per_decade", "mem_samples", "mem_ratio", "mem_rtol", "mem_atol")
+
+
+def tasks(p: dict) -> list:
+    """One single-level point per (n, seed), then one memorization point per ``mem_n``."""
+    ns, m = [int(n) for n in p["n_values"]], int(p["m"])
+    if m <= max(ns):
+        raise ValueError(f"m = {m} must exceed every n (max {max(ns)}): the setting has more features than data")
+    single = {k: p[k] for k in _SINGLE_KEYS}
+    mem = {k: p[k] for k in _MEM_KEYS}
+    return ([Task(single_level_point, dict(single, n=n, m=m, seed=int(s))) for n in ns for s in p["seeds"]]
+            + [Task(memorization_point, dict(mem, n=int(n))) for n in p["mem_n"]])
+
+
+def reduce(p: dict, results: list):
+    """Stack over (n, seed) and mem_n; power-law fits of the three times with bootstrap
+    intervals over seeds (:func:`analysis.fits.fit_power_law`)."""
     import xarray as xr
 
     from analysis.fits import fit_power_law
 
-    t0 = time.perf_counter()
-    target = two_modes(p["mu"], p["q1"])
     ns, seeds, m = list(p["n_values"]), list(p["seeds"]), int(p["m"])
-    if m <= max(ns):
-        raise ValueError(f"m = {m} must exceed every n (max {max(ns)}): the setting has more features than data")
-    curves = {k: None for k in ("pop", "train", "test_dsm", "gap", "emp_dist")}
-    times = np.full((len(ns), len(seeds), 3), np.nan)
-    spectra = np.full((len(ns), len(seeds), m), np.nan)
-    clipped = np.zeros((len(ns), len(seeds)), dtype=np.int64)
-    taus = None
-    for a, n in enumerate(ns):
-        for b, s in enumerate(seeds):
-            r = single_level_curves(target, n, m, s, p)
-            taus = r["taus"]
-            for k in curves:
-                if curves[k] is None:
-                    curves[k] = np.full((len(ns), len(seeds), taus.size), np.nan)
-                curves[k][a, b] = r[k]
-            times[a, b] = half_times(taus, r["pop"])
-            spectra[a, b] = r["spectrum"]
-            clipped[a, b] = r["n_clipped"]
-    t_single = time.perf_counter() - t0
+    k = len(ns) * len(seeds)
+    single, mems = results[:k], results[k:]
+    grid = lambda name: np.array([[single[a * len(seeds) + b][name].values for b in range(len(seeds))]  # noqa: E731
+                                  for a in range(len(ns))])
+    times = np.stack([grid(name) for name in ("tau_gen", "tau_mem", "tau_min")], axis=-1)
     fits = {}
     for j, name in enumerate(("tau_gen", "tau_mem", "tau_min")):
         y = times[:, :, j]
@@ -156,20 +204,18 @@ def compute(p: dict):
         else:
             fits[name] = {"slope": np.nan, "intercept": np.nan, "ci_low": np.nan, "ci_high": np.nan,
                           "level": 0.95, "n_boot": 0, "n_used": int(ok.sum())}
-    mem = [memorization_along_tau(target, n, p) for n in p["mem_n"]]
-    t_mem = time.perf_counter() - t0 - t_single
-    data = {f"{k}": (("n", "seed", "tau"), v) for k, v in curves.items()}
-    data["tau_gen"] = (("n", "seed"), times[:, :, 0])
-    data["tau_mem"] = (("n", "seed"), times[:, :, 1])
-    data["tau_min"] = (("n", "seed"), times[:, :, 2])
-    data["spectrum"] = (("n", "seed", "rank"), spectra)
-    data["n_clipped"] = (("n", "seed"), clipped)
-    data["mem_fraction"] = (("mem_n", "mem_tau"), np.array([r[1] for r in mem]))
-    data["mem_fraction_error"] = (("mem_n", "mem_tau"), np.array([r[2] for r in mem]))
-    data["mem_fraction_empirical_score"] = ("mem_n", np.array([r[3] for r in mem]))
-    data["mem_fraction_p0_samples"] = ("mem_n", np.array([r[5] for r in mem]))
-    ds = xr.Dataset(data, coords={"n": ns, "seed": seeds, "tau": taus, "rank": np.arange(1, m + 1),
-                                  "mem_n": list(p["mem_n"]), "mem_tau": mem[0][0]})
+    data = {name: (("n", "seed", "tau"), grid(name)) for name in CURVES}
+    for j, name in enumerate(("tau_gen", "tau_mem", "tau_min")):
+        data[name] = (("n", "seed"), times[:, :, j])
+    data["spectrum"] = (("n", "seed", "rank"), grid("spectrum"))
+    data["n_clipped"] = (("n", "seed"), grid("n_clipped").astype(np.int64))
+    for name in ("mem_fraction", "mem_fraction_error"):
+        data[name] = (("mem_n", "mem_tau"), np.array([r[name].values for r in mems]))
+    for name in ("mem_fraction_empirical_score", "mem_fraction_p0_samples"):
+        data[name] = ("mem_n", np.array([float(r[name]) for r in mems]))
+    ds = xr.Dataset(data, coords={"n": ns, "seed": seeds, "tau": single[0]["tau"].values,
+                                  "rank": np.arange(1, m + 1), "mem_n": list(p["mem_n"]),
+                                  "mem_tau": mems[0]["mem_tau"].values})
     attrs = {"figure": NAME, "target": f"two_modes(mu={p['mu']}, q1={p['q1']})", "m": m,
              "t_level": p["t_level"], "sigma_t": float(np.sqrt(OU().sigma2(p["t_level"]))),
              "weighting": "sigma2 (single level)",
@@ -178,11 +224,12 @@ def compute(p: dict):
              "expected_exponents": "tau_gen ~ n^0, tau_mem ~ n^1 (Bonnaire et al. 2025)",
              "mem_criterion": f"d1/d2 < {p['mem_ratio']:.4g}, probability-flow samples of a full-time RF "
                               f"flow (m = {p['mem_m']}), {p['mem_samples']} samples from shared prior noise",
-             "seconds_single_level": t_single, "seconds_memorization": t_mem,
-             "quadrature_error_full_time_flow": mem[-1][4]}
+             "seconds_single_level": float(sum(float(r["seconds"]) for r in single)),
+             "seconds_memorization": float(sum(float(r["seconds"]) for r in mems)),
+             "quadrature_error_full_time_flow": c.outputs_as_attrs(mems[-1], "quadrature_")}
     for name, f in fits.items():
-        for k, v in f.items():
-            attrs[f"fit_{name}_vs_n_{k}"] = v
+        for key, v in f.items():
+            attrs[f"fit_{name}_vs_n_{key}"] = v
     attrs["theory_tau_gen_vs_n"] = 0.0
     attrs["theory_tau_mem_vs_n"] = 1.0
     ds.attrs.update(c.netcdf_attrs(attrs))
@@ -256,3 +303,12 @@ def plot(ds, stem):
                      fontsize=7.5)
         ax.legend(fontsize=6)
         return P.save_figure(fig, ds, stem)
+
+
+EXPERIMENT = Experiment(name=NAME, title=TITLE, presets=PRESETS, tasks=tasks, reduce=reduce, plot=plot,
+                        summary=summary,
+                        regime="1D, one noise level: two_modes(mu=3) at a single diffusion time t_level, "
+                               "random features with more features than data (m > n), closed-form flow; "
+                               "the single-noise-level setting of Bonnaire et al. 2025 transposed to 1D, "
+                               "NOT their high-dimensional regime (n, m, d -> infinity at fixed ratios). "
+                               "Memorization fractions: a full-time RF flow at small n")

@@ -28,6 +28,9 @@ is best very early and later collapses towards a single mode. Tested here as
 - ``collapse``: at the late snapshot either fewer than two significant modes
   remain, or the lighter side holds less than ``collapse_mass`` of the mass
   (1/2 in the data).
+
+Points: one random-feature flow per mu (:func:`rf_point`) and one Swish net
+per (main mu, optimizer) (:func:`net_point`).
 """
 from __future__ import annotations
 
@@ -35,8 +38,9 @@ import time
 
 import numpy as np
 
+import rfdiff as rf
 from rfdiff import two_modes
-from rfdiff.model.batch import RFBatch
+from rfdiff.run import Experiment, Task, point_function
 
 from . import _common as c
 
@@ -95,9 +99,13 @@ def mode_stats(z, dens, threshold, width=0.5):
     return out, len(pos), left / total if total > 0 else np.nan
 
 
-def _plot_grid(mu, p):
-    r = p["ranges"].get(f"{mu:g}", max(10.0, 2 * mu))
-    return np.arange(-r, r + p["plot_h"] / 2, p["plot_h"])
+def _plot_grid(plot_range: float, plot_h: float) -> np.ndarray:
+    return np.arange(-plot_range, plot_range + plot_h / 2, plot_h)
+
+
+def _plot_range(mu: float, p: dict) -> float:
+    """The paper's plot range for ``mu`` (``ranges``), else ``max(10, 2 mu)``."""
+    return float(p["ranges"].get(f"{mu:g}", max(10.0, 2 * mu)))
 
 
 def _early_index(kl, best: int) -> int:
@@ -110,63 +118,135 @@ def _early(taus, kl, es):
     return float(taus[_early_index(kl, es["index"])])
 
 
-def _rf_mu(mu, p):
-    """KL curve, tau*, modes along training and the snapshot densities for one mu."""
-    target = two_modes(mu, p["q1"])
-    flow, problem, _ = c.rf_flow(target, p["n"], p["m"], seed=p["seed"], data_seed=p["data_seed"],
-                                 n_time=p["n_time"], t_min=p["t_min"], T=p["T"], weighting=p["weighting"])
-    taus = c.tau_grid(p["tau_lo"], p["tau_hi"], p["per_decade"])
-    kl = c.flow_kl(flow, taus, target, tol=p["kl_tol"])
+@point_function
+def rf_point(*, mu: float, q1: float, n: int, m: int, seed: int, data_seed: int, n_time: int, t_min: float,
+             T: float, weighting: str, tau_lo: float, tau_hi: float, per_decade: float, kl_tol: float,
+             mode_threshold: float, mode_smoothing: float, plot_h: float, density_atol: float,
+             plot_range: float = 0.0, quadrature: bool = False) -> dict:
+    """One mu, random-feature flow: the KL curve, tau* (``tau_star_lo``..``tau_star_hi``:
+    where it may lie given the KL errors), the modes and the mass on x < 0 along training;
+    with ``plot_range > 0`` also ``p_0`` and ``p_gen`` at the three snapshots on
+    ``[-plot_range, plot_range]``. ``seed`` draws the features, ``data_seed`` the data;
+    ``quadrature``: also record the time rule's error."""
+    from rfdiff import OU
+
+    t0 = time.perf_counter()
+    target = two_modes(mu, q1)
+    flow, problem, _ = c.rf_flow(target, n, m, seed=seed, data_seed=data_seed, n_time=n_time, t_min=t_min, T=T,
+                                 weighting=weighting)
+    taus = c.tau_grid(tau_lo, tau_hi, per_decade)
+    kl = c.flow_kl(flow, taus, target, tol=kl_tol)
     es = c.early_stopping(taus, kl["value"], kl["error"])
     # modes along the whole trajectory: p_gen on a grid over the means +- 8 sd
-    z = np.arange(-(mu + 8.0), mu + 8.0 + p["plot_h"] / 2, p["plot_h"])
-    dens = c.density_on_grid(RFBatch(flow.model, flow.params(taus)), z, atol=p["density_atol"],
-                             t_min=p["t_min"], T=p["T"])
-    st = [mode_stats(z, d, p["mode_threshold"], p["mode_smoothing"]) for d in dens]
-    mass = dens.sum(axis=1) * (z[1] - z[0])
+    z = np.arange(-(mu + 8.0), mu + 8.0 + plot_h / 2, plot_h)
+    dens = c.density_on_grid(rf.model.make_batch(model=flow.model, A=flow.params(taus)), z, atol=density_atol,
+                             t_min=t_min, T=T)
+    st = [mode_stats(z, d, mode_threshold, mode_smoothing) for d in dens]
     snaps = np.array([_early(taus, kl["value"], es), es["tau_grid"], taus[-1]])
-    return dict(kl=kl["value"], kl_error=kl["error"], taus=taus, problem=problem, mass=mass, tau_star=es["tau_star"],
-                tau_best=es["tau_grid"], kl_star=es["kl_grid"], kl_star_error=es["kl_grid_error"],
-                tau_lo=es["tau_lo"], tau_hi=es["tau_hi"], interior=es["interior"], mode_pos=np.array([s[0] for s in st]),
-                n_modes=np.array([s[1] for s in st]), mass_left=np.array([s[2] for s in st]),
-                snap_taus=snaps, flow=flow, target=target)
+    out = {"kl_ode": kl["value"], "kl_ode_error": kl["error"], "pgen_mass": dens.sum(axis=1) * (z[1] - z[0]),
+           "tau_star": es["tau_star"], "tau_best": es["tau_grid"], "kl_star": es["kl_grid"],
+           "kl_star_error": es["kl_grid_error"], "tau_star_lo": es["tau_lo"], "tau_star_hi": es["tau_hi"],
+           "interior": bool(es["interior"]), "mode_position": np.array([s[0] for s in st]),
+           "n_modes": np.array([s[1] for s in st]), "mass_left": np.array([s[2] for s in st]),
+           "snapshot_tau": snaps, **c.scalar_outputs(problem.model.describe(), "model_")}
+    dims = {"kl_ode": ["tau"], "kl_ode_error": ["tau"], "pgen_mass": ["tau"], "mode_position": ["tau", "mode"],
+            "n_modes": ["tau"], "mass_left": ["tau"], "snapshot_tau": ["snapshot"]}
+    if plot_range > 0:
+        zp = _plot_grid(plot_range, plot_h)
+        out["z"] = zp
+        out["density_rf"] = c.density_on_grid(rf.model.make_batch(model=flow.model, A=flow.params(snaps)), zp,
+                                              atol=density_atol, t_min=t_min, T=T)
+        out["p0"] = np.exp(target.log_pt(zp[:, None], 0.0, OU()))
+        dims.update(z=["zi"], density_rf=["snapshot", "zi"], p0=["zi"])
+    if quadrature:
+        out.update(c.scalar_outputs(c.quadrature_check(problem), "quadrature_"))
+    out["seconds"] = time.perf_counter() - t0
+    out["coords"] = {"tau": taus, "mode": np.arange(MAX_MODES), "snapshot": SNAPSHOTS}
+    out["dims"] = dims
+    return out
 
 
-def _net_mu(mu, p, x_seed):
-    """Swish nets on one mu: KL per checkpoint; densities and modes at the early, best
-    and last checkpoints (chosen as for the flow)."""
+SNAPSHOTS = ["early", "best", "late"]
+
+
+@point_function
+def net_point(*, mu: float, optimizer: str, lr: float, seed: int, q1: float, n: int, data_seed: int,
+              width: int, epochs: int, batch_size: int, weighting: str, n_checkpoints: int, kl_tol: float,
+              t_min: float, T: float, plot_range: float, plot_h: float, density_atol: float,
+              mode_threshold: float, mode_smoothing: float) -> dict:
+    """One mu, one Swish net (``optimizer`` at ``lr``, net seed ``seed``, data of
+    ``data_seed``): KL per checkpoint; densities and modes at the early, best and last
+    checkpoints (chosen as for the flow). A diverging run (SGD at lr 0.5 may, for large
+    mu) is recorded in ``note`` with NaN values."""
+    t0 = time.perf_counter()
+    target = two_modes(mu, q1)
+    x = target.sample(n, seed=data_seed)
+    epochs = int(epochs)
+    ck = np.unique(np.round(np.linspace(0, epochs, n_checkpoints + 1)).astype(int))
+    zp = _plot_grid(plot_range, plot_h)
+    kl = np.full(ck.size, np.nan)
+    err = np.full(ck.size, np.nan)
+    dens = np.full((3, zp.size), np.nan)
+    snap = np.zeros(3, dtype=np.int64)
+    note = "ok"
+    try:
+        h = c.train_swish(x, optimizer=optimizer, lr=lr, seed=seed, width=width, epochs=epochs,
+                          batch_size=batch_size, weighting=weighting, checkpoint_epochs=ck, t_min=t_min, T=T)
+        scores = [h.score_at(int(s)) for s in h.steps]
+        for k, sc in enumerate(scores):
+            kl[k], err[k], _ = c.kl_smooth(sc, target, tol=kl_tol, t_min=t_min, T=T)
+        best = int(np.argmin(kl))
+        snap[:] = [_early_index(kl, best), best, ck.size - 1]
+        dens = c.density_on_grid([scores[k] for k in snap], zp, atol=density_atol, t_min=t_min, T=T)
+    except (FloatingPointError, RuntimeError) as exc:    # SGD at lr 0.5 may diverge for large mu
+        note = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+    st = [mode_stats(zp, d, mode_threshold, mode_smoothing) if np.all(np.isfinite(d)) else
+          (np.full(MAX_MODES, np.nan), -1, np.nan) for d in dens]
+    return {"kl": kl, "kl_error": err, "density": dens, "mode_position": np.array([s[0] for s in st]),
+            "n_modes": np.array([s[1] for s in st]), "mass_left": np.array([s[2] for s in st]),
+            "snapshot_epoch": ck[snap], "note": note, "seconds": time.perf_counter() - t0,
+            "coords": {"epoch": ck, "snapshot": SNAPSHOTS, "mode": np.arange(MAX_MODES)},
+            "dims": {"kl": ["epoch"], "kl_error": ["epoch"], "density": ["snapshot", "zi"],
+                     "mode_position": ["snapshot", "mode"], "n_modes": ["snapshot"], "mass_left": ["snapshot"],
+                     "snapshot_epoch": ["snapshot"]}}
+
+
+_RF_KEYS = ("q1", "n", "m", "seed", "data_seed", "n_time", "t_min", "T", "weighting", "tau_lo", "tau_hi",
+            "per_decade", "kl_tol", "mode_threshold", "mode_smoothing", "plot_h", "density_atol")
+
+
+def _mus(p: dict) -> tuple:
+    """``(sweep mus, main mus, every mu in increasing order)``."""
+    mus = [float(m) for m in p["mus"]]
+    main = [float(m) for m in p["main_mus"]]
+    return mus, main, sorted(set(mus) | set(main))
+
+
+def tasks(p: dict) -> list:
+    """One flow point per mu (the main mus with snapshot densities, the largest mu with
+    the quadrature check), then one Swish net per (main mu, optimizer)."""
+    mus, main, every = _mus(p)
     q = p["net"]
-    target = two_modes(mu, p["q1"])
-    x = target.sample(p["n"], seed=x_seed)
-    epochs = int(q["epochs"])
-    ck = np.unique(np.round(np.linspace(0, epochs, q["n_checkpoints"] + 1)).astype(int))
-    zp = _plot_grid(mu, p)
-    res = {}
-    for opt, lr in q["optimizers"].items():
-        kl = np.full(ck.size, np.nan)
-        err = np.full(ck.size, np.nan)
-        dens = np.full((3, zp.size), np.nan)
-        snap = np.zeros(3, dtype=np.int64)
-        note = "ok"
-        try:
-            h = c.train_swish(x, optimizer=opt, lr=lr, seed=q["seed"], width=q["width"], epochs=epochs,
-                              batch_size=q["batch_size"], weighting=q["weighting"], checkpoint_epochs=ck,
-                              t_min=p["t_min"], T=p["T"])
-            scores = [h.score_at(int(s)) for s in h.steps]
-            for k, sc in enumerate(scores):
-                kl[k], err[k], _ = c.kl_smooth(sc, target, tol=q["kl_tol"], t_min=p["t_min"], T=p["T"])
-            best = int(np.argmin(kl))
-            snap[:] = [_early_index(kl, best), best, ck.size - 1]
-            dens = c.density_on_grid([scores[k] for k in snap], zp, atol=p["density_atol"],
-                                     t_min=p["t_min"], T=p["T"])
-        except (FloatingPointError, RuntimeError) as exc:    # SGD at lr 0.5 may diverge for large mu
-            note = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
-        st = [mode_stats(zp, d, p["mode_threshold"], p["mode_smoothing"]) if np.all(np.isfinite(d)) else
-              (np.full(MAX_MODES, np.nan), -1, np.nan) for d in dens]
-        res[opt] = dict(kl=kl, kl_error=err, dens=dens, mode_pos=np.array([s[0] for s in st]),
-                        n_modes=np.array([s[1] for s in st]), mass_left=np.array([s[2] for s in st]),
-                        snapshot_epoch=ck[snap], note=note)
-    return ck, zp, res
+    rf_common = {k: p[k] for k in _RF_KEYS}
+    out = [Task(rf_point, dict(rf_common, mu=mu, plot_range=_plot_range(mu, p) if mu in main else 0.0,
+                               quadrature=mu == max(every))) for mu in every]
+    net = dict(q1=p["q1"], n=p["n"], data_seed=p["data_seed"], seed=q["seed"], width=q["width"],
+               epochs=q["epochs"], batch_size=q["batch_size"], weighting=q["weighting"],
+               n_checkpoints=q["n_checkpoints"], kl_tol=q["kl_tol"], t_min=p["t_min"], T=p["T"],
+               plot_h=p["plot_h"], density_atol=p["density_atol"], mode_threshold=p["mode_threshold"],
+               mode_smoothing=p["mode_smoothing"])
+    out += [Task(net_point, dict(net, mu=mu, optimizer=opt, lr=lr, plot_range=_plot_range(mu, p)))
+            for mu in main for opt, lr in q["optimizers"].items()]
+    return out
+
+
+def _flow_summary(r) -> dict:
+    """What the verdict reads of one flow point."""
+    get = lambda k: r[k].values  # noqa: E731
+    return dict(taus=r["tau"].values, kl=get("kl_ode"), kl_error=get("kl_ode_error"),
+                tau_star=float(r["tau_star"]), tau_best=float(r["tau_best"]), kl_star=float(r["kl_star"]),
+                kl_star_error=float(r["kl_star_error"]), tau_lo=float(r["tau_star_lo"]),
+                tau_hi=float(r["tau_star_hi"]), mass_left=get("mass_left"), n_modes=get("n_modes"))
 
 
 def _verdict(rf3, rf15, p):
@@ -207,76 +287,69 @@ def _net_verdict(ck, nets, p):
     return out
 
 
-def compute(p: dict):
+def reduce(p: dict, results: list):
+    """The flow over (mu, tau), the snapshot densities over (main mu, snapshot), the
+    nets over (main mu, optimizer); attrs: the verdicts on the paper's observation."""
     import xarray as xr
 
-    t0 = time.perf_counter()
-    mus = [float(m) for m in p["mus"]]
-    main = [float(m) for m in p["main_mus"]]
-    rf = {mu: _rf_mu(mu, p) for mu in sorted(set(mus) | set(main))}
-    t_rf = time.perf_counter() - t0
-    taus = rf[mus[0]]["taus"]
-    # snapshot densities of the RF flow on the paper's plot ranges
-    zmax = max(_plot_grid(mu, p).size for mu in main)
-    z_main = np.full((len(main), zmax), np.nan)
-    dens_rf = np.full((len(main), 3, zmax), np.nan)
-    p0 = np.full((len(main), zmax), np.nan)
-    snap_taus = np.zeros((len(main), 3))
-    from rfdiff import OU
-    for a, mu in enumerate(main):
-        r = rf[mu]
-        zp = _plot_grid(mu, p)
-        z_main[a, :zp.size] = zp
-        snap_taus[a] = r["snap_taus"]
-        dens_rf[a, :, :zp.size] = c.density_on_grid(RFBatch(r["flow"].model, r["flow"].params(r["snap_taus"])),
-                                                     zp, atol=p["density_atol"], t_min=p["t_min"], T=p["T"])
-        p0[a, :zp.size] = np.exp(r["target"].log_pt(zp[:, None], 0.0, OU()))
-    nets = [_net_mu(mu, p, p["data_seed"]) for mu in main]
-    t_net = time.perf_counter() - t0 - t_rf
-    ck = nets[0][0]
+    mus, main, every = _mus(p)
     opts = list(p["net"]["optimizers"])
-    net_kl = np.array([[nets[a][2][o]["kl"] for o in opts] for a in range(len(main))])
-    net_kl_err = np.array([[nets[a][2][o]["kl_error"] for o in opts] for a in range(len(main))])
-    net_dens = np.full((len(main), len(opts), 3, zmax), np.nan)
-    for a in range(len(main)):
-        for b, o in enumerate(opts):
-            d = nets[a][2][o]["dens"]
-            net_dens[a, b, :, :d.shape[1]] = d
-    net_modes = np.array([[nets[a][2][o]["mode_pos"] for o in opts] for a in range(len(main))])
-    net_mass = np.array([[nets[a][2][o]["mass_left"] for o in opts] for a in range(len(main))])
-    net_nmodes = np.array([[nets[a][2][o]["n_modes"] for o in opts] for a in range(len(main))])
-    net_snap = np.array([[nets[a][2][o]["snapshot_epoch"] for o in opts] for a in range(len(main))])
+    rf_res = dict(zip(every, results[:len(every)]))
+    net_res = results[len(every):]
+    net = lambda a, b: net_res[a * len(opts) + b]  # noqa: E731
+    rf = {mu: _flow_summary(r) for mu, r in rf_res.items()}
+    zmax = max(rf_res[mu]["z"].size for mu in main)
 
+    def padded(values, shape):
+        out = np.full(shape + (zmax,), np.nan)
+        for idx, v in values:
+            out[idx + (Ellipsis, slice(0, v.shape[-1]))] = v
+        return out
+
+    z_main = padded([((a,), rf_res[mu]["z"].values) for a, mu in enumerate(main)], (len(main),))
+    p0 = padded([((a,), rf_res[mu]["p0"].values) for a, mu in enumerate(main)], (len(main),))
+    dens_rf = padded([((a,), rf_res[mu]["density_rf"].values) for a, mu in enumerate(main)], (len(main), 3))
+    net_dens = padded([((a, b), net(a, b)["density"].values) for a in range(len(main)) for b in range(len(opts))],
+                      (len(main), len(opts), 3))
+    per_net = lambda k: np.array([[net(a, b)[k].values for b in range(len(opts))]  # noqa: E731
+                                  for a in range(len(main))])
+    per_mu = lambda k, dtype=None: np.array([rf_res[m][k].values for m in mus], dtype=dtype)  # noqa: E731
     data = {
-        "kl_ode": (("mu", "tau"), np.array([rf[m]["kl"] for m in mus])),
-        "kl_ode_error": (("mu", "tau"), np.array([rf[m]["kl_error"] for m in mus])),
-        "pgen_mass": (("mu", "tau"), np.array([rf[m]["mass"] for m in mus])),
-        "tau_star": ("mu", np.array([rf[m]["tau_star"] for m in mus])),
-        "tau_lo": ("mu", np.array([rf[m]["tau_lo"] for m in mus])),
-        "tau_hi": ("mu", np.array([rf[m]["tau_hi"] for m in mus])),
-        "kl_star": ("mu", np.array([rf[m]["kl_star"] for m in mus])),
-        "kl_star_error": ("mu", np.array([rf[m]["kl_star_error"] for m in mus])),
-        "interior": ("mu", np.array([rf[m]["interior"] for m in mus], dtype=np.int8)),
-        "mode_position": (("mu", "tau", "mode"), np.array([rf[m]["mode_pos"] for m in mus])),
-        "n_modes": (("mu", "tau"), np.array([rf[m]["n_modes"] for m in mus])),
-        "mass_left": (("mu", "tau"), np.array([rf[m]["mass_left"] for m in mus])),
+        "kl_ode": (("mu", "tau"), per_mu("kl_ode")),
+        "kl_ode_error": (("mu", "tau"), per_mu("kl_ode_error")),
+        "pgen_mass": (("mu", "tau"), per_mu("pgen_mass")),
+        "tau_star": ("mu", per_mu("tau_star")),
+        "tau_lo": ("mu", per_mu("tau_star_lo")),
+        "tau_hi": ("mu", per_mu("tau_star_hi")),
+        "kl_star": ("mu", per_mu("kl_star")),
+        "kl_star_error": ("mu", per_mu("kl_star_error")),
+        "interior": ("mu", per_mu("interior", np.int8)),
+        "mode_position": (("mu", "tau", "mode"), per_mu("mode_position")),
+        "n_modes": (("mu", "tau"), per_mu("n_modes")),
+        "mass_left": (("mu", "tau"), per_mu("mass_left")),
         "z": (("main_mu", "zi"), z_main),
         "p0": (("main_mu", "zi"), p0),
         "density_rf": (("main_mu", "snapshot", "zi"), dens_rf),
-        "snapshot_tau": (("main_mu", "snapshot"), snap_taus),
-        "net_kl": (("main_mu", "optimizer", "epoch"), net_kl),
-        "net_kl_error": (("main_mu", "optimizer", "epoch"), net_kl_err),
+        "snapshot_tau": (("main_mu", "snapshot"), np.array([rf_res[mu]["snapshot_tau"].values for mu in main])),
+        "net_kl": (("main_mu", "optimizer", "epoch"), per_net("kl")),
+        "net_kl_error": (("main_mu", "optimizer", "epoch"), per_net("kl_error")),
         "net_density": (("main_mu", "optimizer", "snapshot", "zi"), net_dens),
-        "net_snapshot_epoch": (("main_mu", "optimizer", "snapshot"), net_snap),
-        "net_mode_position": (("main_mu", "optimizer", "snapshot", "mode"), net_modes),
-        "net_n_modes": (("main_mu", "optimizer", "snapshot"), net_nmodes),
-        "net_mass_left": (("main_mu", "optimizer", "snapshot"), net_mass),
+        "net_snapshot_epoch": (("main_mu", "optimizer", "snapshot"), per_net("snapshot_epoch")),
+        "net_mode_position": (("main_mu", "optimizer", "snapshot", "mode"), per_net("mode_position")),
+        "net_n_modes": (("main_mu", "optimizer", "snapshot"), per_net("n_modes")),
+        "net_mass_left": (("main_mu", "optimizer", "snapshot"), per_net("mass_left")),
     }
-    ds = xr.Dataset(data, coords={"mu": mus, "tau": taus, "mode": np.arange(MAX_MODES), "main_mu": main,
-                                  "snapshot": ["early", "best", "late"], "optimizer": opts, "epoch": ck})
-    attrs = {"figure": NAME, "seconds_rf": t_rf, "seconds_net": t_net,
-             "model": rf[mus[0]]["flow"].model.describe(),
-             "quadrature_error": c.quadrature_check(rf[max(rf)]["problem"]),
+    ck = net_res[0]["epoch"].values
+    ds = xr.Dataset(data, coords={"mu": mus, "tau": rf_res[mus[0]]["tau"].values, "mode": np.arange(MAX_MODES),
+                                  "main_mu": main, "snapshot": SNAPSHOTS, "optimizer": opts, "epoch": ck})
+    nets = [(ck, None, {o: dict(kl=net(a, b)["kl"].values, kl_error=net(a, b)["kl_error"].values,
+                                mass_left=net(a, b)["mass_left"].values, n_modes=net(a, b)["n_modes"].values,
+                                note=str(net(a, b)["note"].values)) for b, o in enumerate(opts)})
+            for a in range(len(main))]
+    attrs = {"figure": NAME, "seconds_rf": float(sum(float(r["seconds"]) for r in rf_res.values())),
+             "seconds_net": float(sum(float(r["seconds"]) for r in net_res)),
+             "model": c.outputs_as_attrs(rf_res[mus[0]], "model_"),
+             "quadrature_error": c.outputs_as_attrs(rf_res[max(every)], "quadrature_"),
              "modes_definition": f"local maxima of p_gen smoothed by a Gaussian of sd {p['mode_smoothing']}, "
                                  f">= {p['mode_threshold']} x its maximum",
              "snapshots": "early = first tau with log KL half-way to its minimum, best = tau* (grid), "
@@ -363,3 +436,10 @@ def plot(ds, stem):
         ax.set_title("(f) RF: modes of $p_{gen}$", loc="left", fontsize=8)
         ax.legend(fontsize=6)
         return P.save_figure(fig, ds, stem)
+
+
+EXPERIMENT = Experiment(name=NAME, title=TITLE, presets=PRESETS, tasks=tasks, reduce=reduce, plot=plot,
+                        summary=summary,
+                        regime="1D: q1 N(-mu, 1) + q2 N(mu, 1), mu = 1.5..15, full-time random-feature flow "
+                               "(ReLU features, n = 1000, m = 512..2048) and the paper's one-hidden-layer "
+                               "Swish net on the same data")

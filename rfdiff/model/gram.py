@@ -28,8 +28,6 @@ time node — the GPU path.
 """
 from __future__ import annotations
 
-import warnings
-
 import numba
 import numpy as np
 
@@ -254,15 +252,11 @@ def grid_rows_1d(target, process, t_nodes, omega, z_density=4.0, z_order=8):
 
 
 def qmc_normals(n: int, d: int, seed: int) -> np.ndarray:
-    """``n`` scrambled-Sobol standard normal vectors in d dimensions."""
-    from scipy.stats import norm, qmc          # lazy: scipy.stats costs ~1 s to import
+    """``n`` scrambled-Sobol standard normal vectors in d dimensions:
+    :func:`rfdiff.targets.base.sobol_normals`."""
+    from ..targets.base import sobol_normals
 
-    with warnings.catch_warnings():
-        # any n is fine: the first n points of a scrambled Sobol sequence are still
-        # low-discrepancy; only the exact balance of 2^k points is lost
-        warnings.filterwarnings("ignore", message="The balance properties", category=UserWarning)
-        u = qmc.Sobol(d, scramble=True, seed=seed).random(n)
-    return norm.ppf(np.clip(u, 1e-16, 1 - 1e-16))
+    return sobol_normals(n, d, seed)
 
 
 def qmc_rows(empirical, process, t_nodes, omega, n_eps=16, seed=0):

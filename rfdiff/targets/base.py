@@ -201,8 +201,19 @@ def use_parallel(k: int, min_points: int) -> bool:
 
 
 def sobol_normals(n_points: int, dim: int, seed: int) -> np.ndarray:
-    """``n_points`` scrambled-Sobol N(0, I_dim) vectors (a power of 2 is best)."""
+    """``n_points`` scrambled-Sobol N(0, I_dim) vectors: the first ``n_points`` points
+    of :class:`scipy.stats.qmc.Sobol` (scrambled, seeded by ``seed``) mapped through
+    the normal quantile ``Phi^-1`` (``scipy.special.ndtri``, the map ``scipy.stats.norm.ppf``
+    uses), with u clipped to ``[1e-16, 1 - 1e-16]`` so that no coordinate is infinite.
+    The one Sobol-normal generator of rfdiff (:func:`rfdiff.model.gram.qmc_normals` is it).
+    Any n works: the first n points of a scrambled Sobol sequence are still
+    low-discrepancy; only the exact balance of 2^k points is lost (a power of 2 is best)."""
+    import warnings
+
     from scipy.special import ndtri
     from scipy.stats import qmc
-    u = qmc.Sobol(dim, scramble=True, seed=seed).random(n_points)
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The balance properties", category=UserWarning)
+        u = qmc.Sobol(dim, scramble=True, seed=seed).random(n_points)
     return ndtri(np.clip(u, 1e-16, 1.0 - 1e-16))
