@@ -53,7 +53,7 @@ import time
 
 import numpy as np
 
-from rfdiff import OU, kl_ode_path, metrics, quantile_mixture
+from rfdiff import OU, GaussianMixture, kl_ode_path, metrics, quantile_mixture
 from rfdiff.run import Experiment, Task, point_function
 
 from . import _common as c
@@ -327,24 +327,28 @@ def trajectory(*, n: int, m: int, eta: float, R: float, seed: int, tau_lo: float
     t_eval = np.asarray(t_eval, dtype=float)
     scores = [flow.score_at(float(tau)) for tau in taus]
     true = target.score_fn(OU())
+    far = GaussianMixture([1.0], [[R]], [1.0])               # the far component alone
     l2 = np.empty((len(taus), len(t_eval)))
-    l2_err, dq, dq_err = np.empty_like(l2), np.empty_like(l2), np.empty_like(l2)
+    l2_err, dq, dq_err, l2_far = np.empty_like(l2), np.empty_like(l2), np.empty_like(l2), np.empty_like(l2)
     for i, s in enumerate(scores):
         for j, t in enumerate(t_eval):
             a = metrics.l2_score_error(s, target, float(t), order=l2_order)
             b = metrics.l2_score_error(s, target, float(t), order=2 * l2_order)
             l2[i, j], l2_err[i, j] = b, abs(b - a)
+            # the far mode's share eta E_{far_t}|s - grad log p_t|^2 (the true score of the mixture)
+            l2_far[i, j] = eta * metrics.score_distance(s, true, far, float(t), order=2 * l2_order)
             q = metrics.quantile_error_1d(s, true, target, float(t), delta=delta)
             dq[i, j], dq_err[i, j] = q.value, q.error
     r_tv = metrics.tv(scores, target, t_min=t_min, T=T, tol=tv_tol)
     r_kl = kl_ode_path(flow, taus, target, tol=kl_tol, strict=False)
-    return {"l2_error": l2, "l2_error_error": l2_err, "dq": dq, "dq_error": dq_err,
+    return {"l2_error": l2, "l2_error_error": l2_err, "l2_far": l2_far, "dq": dq, "dq_error": dq_err,
             "tv": np.asarray(r_tv.value), "tv_error": np.asarray(r_tv.error),
             "kl": np.asarray(r_kl.value, float), "kl_error": np.asarray(r_kl.error, float),
             "kl_converged": np.asarray(r_kl.converged, bool),
             "n_far_training": int(np.sum(x[:, 0] > 0.5 * R)), "seconds": time.perf_counter() - t1,
             "coords": {"tau": taus, "t_eval": t_eval},
-            "dims": {"l2_error": ["tau", "t_eval"], "l2_error_error": ["tau", "t_eval"], "dq": ["tau", "t_eval"],
+            "dims": {"l2_error": ["tau", "t_eval"], "l2_error_error": ["tau", "t_eval"], "l2_far": ["tau", "t_eval"],
+                     "dq": ["tau", "t_eval"],
                      "dq_error": ["tau", "t_eval"], "tv": ["tau"], "tv_error": ["tau"], "kl": ["tau"],
                      "kl_error": ["tau"], "kl_converged": ["tau"]}}
 
@@ -388,6 +392,17 @@ def _spearman(a, b):
     return float(spearmanr(a[ok], b[ok]).statistic)
 
 
+def _late_slope(tv, err):
+    """Slope of ``log TV`` against ``log err`` over the taus from TV's minimiser on (1: TV
+    proportional to the error there); NaN with fewer than 3 such points."""
+    i = int(np.nanargmin(tv))
+    a, b = np.log(tv[i:]), np.log(err[i:])
+    ok = np.isfinite(a) & np.isfinite(b)
+    if ok.sum() < 3 or np.ptp(b[ok]) == 0:
+        return np.nan
+    return float(np.polyfit(b[ok], a[ok], 1)[0])
+
+
 def reduce(p: dict, results: list):
     """Stack Fig. 1 over m1, Fig. 2 over m2, the trajectory over seed; rank correlations of TV."""
     import xarray as xr
@@ -404,9 +419,22 @@ def reduce(p: dict, results: list):
     rho_dq = np.array([[_spearman(ds.traj_tv.values[s], ds.traj_dq.values[s, :, j])
                         for j in range(ds.t_eval.size)] for s in range(ds.seed.size)])
     ds["rank_corr_tv_l2"] = (("seed", "t_eval"), rho_l2)
+    main = ds.traj_l2_error.values - ds.traj_l2_far.values
+    ds["rank_corr_tv_l2_main"] = (("seed", "t_eval"), np.array(
+        [[_spearman(ds.traj_tv.values[s], main[s, :, j]) for j in range(ds.t_eval.size)]
+         for s in range(ds.seed.size)]))
     ds["rank_corr_tv_dq"] = (("seed", "t_eval"), rho_dq)
     ds["rank_corr_tv_kl"] = ("seed", np.array([_spearman(ds.traj_tv.values[s], ds.traj_kl.values[s])
                                                 for s in range(ds.seed.size)]))
+    # late phase (tau >= the TV minimiser): d log TV / d log error, least squares
+    sl_l2 = np.array([[_late_slope(ds.traj_tv.values[s], ds.traj_l2_error.values[s, :, j])
+                       for j in range(ds.t_eval.size)] for s in range(ds.seed.size)])
+    sl_dq = np.array([[_late_slope(ds.traj_tv.values[s], ds.traj_dq.values[s, :, j])
+                       for j in range(ds.t_eval.size)] for s in range(ds.seed.size)])
+    ds["late_slope_tv_l2"] = (("seed", "t_eval"), sl_l2)
+    ds["late_slope_tv_dq"] = (("seed", "t_eval"), sl_dq)
+    ds["late_slope_tv_kl"] = ("seed", np.array([_late_slope(ds.traj_tv.values[s], ds.traj_kl.values[s])
+                                                 for s in range(ds.seed.size)]))
     f1 = p["fig1"]
     attrs = {"figure": NAME, "fig1_eta": f1["eta"], "fig1_R": f1["R"], "fig1_delta": f1["delta"],
              "fig1_t": f1["t"], "fig1_quantile_tol": f1["quantile_tol"], "fig2_R": p["fig2"]["R"],
@@ -431,10 +459,20 @@ def summary(ds) -> dict:
             float(ds.fig2_p_objective_small[i]), float(ds.fig2_p_objective_small_lo[i]),
             float(ds.fig2_p_objective_small_hi[i]), float(ds.fig2_p_theory_small[i]))
     for j, t in enumerate(ds.t_eval.values):
-        out[f"traj t={t:g}: Spearman(TV, L2), Spearman(TV, D^delta) per seed"] = (
+        out[f"traj t={t:g}: Spearman(TV, L2), (TV, L2 without the far mode), (TV, D^delta) per seed"] = (
             [round(float(x), 3) for x in ds.rank_corr_tv_l2.values[:, j]],
+            [round(float(x), 3) for x in ds.rank_corr_tv_l2_main.values[:, j]],
             [round(float(x), 3) for x in ds.rank_corr_tv_dq.values[:, j]])
     out["traj Spearman(TV, KL) per seed"] = [round(float(x), 3) for x in ds.rank_corr_tv_kl.values]
+    for j, t in enumerate(ds.t_eval.values):
+        out[f"traj t={t:g}: late-phase slope dlogTV/dlog L2, dlogTV/dlog D^delta per seed"] = (
+            [round(float(x), 3) for x in ds.late_slope_tv_l2.values[:, j]],
+            [round(float(x), 3) for x in ds.late_slope_tv_dq.values[:, j]])
+        out[f"traj t={t:g}: far-mode share of L2 at the last tau, at TV's minimiser"] = (
+            float(ds.traj_l2_far.values[0, -1, j] / ds.traj_l2_error.values[0, -1, j]),
+            float(ds.traj_l2_far.values[0, int(np.argmin(ds.traj_tv.values[0])), j]
+                  / ds.traj_l2_error.values[0, int(np.argmin(ds.traj_tv.values[0])), j]))
+    out["traj late-phase slope dlogTV/dlog KL per seed"] = [round(float(x), 3) for x in ds.late_slope_tv_kl.values]
     out["traj TV at the end, min over tau"] = (float(ds.traj_tv.values[0, -1]), float(ds.traj_tv.values[0].min()))
     return out
 
@@ -466,13 +504,23 @@ def plot(ds, stem):
         R2 = ds.attrs["fig2_R"] ** 2
         ax.plot(m2, ds.fig2_l2.values / R2, "o-", label=r"$E|\hat s - s|^2 / R^2$ (population)")
         ax.plot(m2, ds.fig2_l2_theory.values / R2, ":", color="k", lw=0.8, label=r"$c/m$")
-        obj = ds.fig2_objective_median.values / R2
-        ax.plot(m2, P.positive(obj, 1e-30), "s--", label=r"median empirical objective $/R^2$")
-        ax.plot(m2, P.positive(ds.fig2_objective_mean.values / R2, 1e-30), "^:", label=r"mean objective $/R^2$")
+        ax.plot(m2, ds.fig2_objective_mean.values / R2, "^:", label=r"mean empirical objective $/R^2$")
+        med = ds.fig2_objective_median.values
         ax.set(xscale="log", yscale="log", xlabel="samples m", ylabel=r"squared error $/R^2$")
         ax.set_title(rf"(b) Fig. 2: zero of $\hat s$ at the $1-c/m$ quantile, c={ds.attrs['fig2_c']:g}",
                      loc="left", fontsize=8)
-        ax.legend(fontsize=5.5)
+        ax.legend(fontsize=5.5, loc="lower left", title_fontsize=5.5,
+                  title="median empirical objective: " + ("0 (float64) at every m" if np.all(med == 0)
+                                                           else f"max {med.max() / R2:.2g} R$^2$"))
+        ax2 = ax.twinx()
+        y = ds.fig2_p_objective_small.values
+        ax2.errorbar(m2, y, yerr=[y - ds.fig2_p_objective_small_lo.values, ds.fig2_p_objective_small_hi.values - y],
+                     fmt="s", color=P.COLORS[1], capsize=1.5, markersize=2.5,
+                     label=r"P(objective $\leq 10^{-3}\,E|\hat s - s|^2$)")
+        ax2.plot(m2, ds.fig2_p_theory_small.values, "-", color=P.COLORS[1], lw=0.8, label=r"$(1-c/m)^m$")
+        ax2.set_ylim(0, 1.05)
+        ax2.set_ylabel("probability", color=P.COLORS[1])
+        ax2.legend(fontsize=5.5, loc="upper right", bbox_to_anchor=(1.0, 0.8))
         ax = axes[2, 0]
         tau = ds.tau.values
         j = int(np.argmin(np.abs(ds.t_eval.values - 0.1)))
@@ -482,6 +530,8 @@ def plot(ds, stem):
         t_j = ds.t_eval.values[j]
         ax.plot(tau, ds.traj_l2_error.values[0, :, j], "s-", color=P.COLORS[0],
                 label=rf"$L^2$ score error, t={t_j:g} (Spearman with TV {ds.rank_corr_tv_l2.values[0, j]:.2f})")
+        ax.plot(tau, ds.traj_l2_far.values[0, :, j], ":", color=P.COLORS[0],
+                label=r"its far-mode share $\eta\,E_{far}|s - \nabla\log p_t|^2$")
         ax.plot(tau, P.positive(ds.traj_dq.values[0, :, j], 1e-6), "^-", color=P.COLORS[1],
                 label=rf"$D^{{0.01}}$, t={t_j:g} (Spearman {ds.rank_corr_tv_dq.values[0, j]:.2f})")
         ax.set(xscale="log", yscale="log", xlabel=r"training time $\tau$", ylabel="error")
