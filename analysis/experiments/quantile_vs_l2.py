@@ -356,12 +356,12 @@ def trajectory(*, n: int, m: int, eta: float, R: float, seed: int, tau_lo: float
 # -- the experiment ------------------------------------------------------------------------
 _FIG1 = dict(eta=1e-3, R=1e4, delta=0.01, t=0.1, quantile_tol=1e-8)
 _FIG2 = dict(R=1e4, c=0.1)
-_TRAJ = dict(n=200, m=256, eta=1e-3, R=10.0, tau_lo=0.0, tau_hi=12.0, per_decade=1, t_eval=[0.01, 0.1, 1.0],
+_TRAJ = dict(n=200, m=256, eta=1e-3, R_values=[10.0, 8.0, 12.0], tau_lo=0.0, tau_hi=12.0, per_decade=1, t_eval=[0.01, 0.1, 1.0],
              delta=0.01, n_time=64, tv_tol=2e-3, kl_tol=1e-2)
 
 PRESETS = {
     "tiny": dict(fig1=dict(_FIG1, m=[10, 1000], trials=400), fig2=dict(_FIG2, m=[10, 1000], trials=400),
-                 traj=dict(_TRAJ, n=50, m=32, tau_hi=8.0, per_decade=0.5, t_eval=[0.1], n_time=16,
+                 traj=dict(_TRAJ, n=50, m=32, R_values=[10.0], tau_hi=8.0, per_decade=0.5, t_eval=[0.1], n_time=16,
                            tv_tol=5e-3, kl_tol=5e-2), seeds=[0]),
     "quick": dict(fig1=dict(_FIG1, m=[10, 20, 50, 100, 200, 500, 1000, 2000], trials=4000),
                   fig2=dict(_FIG2, m=[10, 20, 50, 100, 200, 500, 1000, 2000], trials=4000),
@@ -373,13 +373,14 @@ PRESETS = {
 
 
 def tasks(p: dict) -> list:
-    """Fig. 1 and Fig. 2: one point per m; the trajectory: one per seed."""
+    """Fig. 1 and Fig. 2: one point per m; the trajectory: one per (R, seed)."""
     f1, f2, tr = p["fig1"], p["fig2"], p["traj"]
     out = [Task(failure, dict({k: v for k, v in f1.items() if k != "m"}, m=int(mm), seed=i))
            for i, mm in enumerate(f1["m"])]
     out += [Task(objective_gap, dict({k: v for k, v in f2.items() if k != "m"}, m=int(mm), seed=100 + i))
             for i, mm in enumerate(f2["m"])]
-    out += [Task(trajectory, dict(tr, seed=int(s))) for s in p["seeds"]]
+    common = {k: v for k, v in tr.items() if k != "R_values"}
+    out += [Task(trajectory, dict(common, R=float(R), seed=int(s))) for R in tr["R_values"] for s in p["seeds"]]
     return out
 
 
@@ -404,42 +405,44 @@ def _late_slope(tv, err):
 
 
 def reduce(p: dict, results: list):
-    """Stack Fig. 1 over m1, Fig. 2 over m2, the trajectory over seed; rank correlations of TV."""
+    """Stack Fig. 1 over m1, Fig. 2 over m2, the trajectory over run = (R, seed); rank correlations of TV."""
     import xarray as xr
 
     n1, n2 = len(p["fig1"]["m"]), len(p["fig2"]["m"])
     r1 = xr.concat([r for r in results[:n1]], dim="m1").assign_coords(m1=list(p["fig1"]["m"]))
     r2 = xr.concat([r for r in results[n1:n1 + n2]], dim="m2").assign_coords(m2=list(p["fig2"]["m"]))
-    r3 = xr.concat([r for r in results[n1 + n2:]], dim="seed").assign_coords(seed=list(p["seeds"]))
+    runs = [(float(R), int(sd)) for R in p["traj"]["R_values"] for sd in p["seeds"]]
+    r3 = xr.concat([r for r in results[n1 + n2:]], dim="run").assign_coords(
+        run=np.arange(len(runs)), run_R=("run", [r for r, _ in runs]), run_seed=("run", [sd for _, sd in runs]))
     ds = xr.merge([r1.rename({k: f"fig1_{k}" for k in r1.data_vars}),
                    r2.rename({k: f"fig2_{k}" for k in r2.data_vars}),
                    r3.rename({k: f"traj_{k}" for k in r3.data_vars})], combine_attrs="drop")
     rho_l2 = np.array([[_spearman(ds.traj_tv.values[s], ds.traj_l2_error.values[s, :, j])
-                        for j in range(ds.t_eval.size)] for s in range(ds.seed.size)])
+                        for j in range(ds.t_eval.size)] for s in range(ds.run.size)])
     rho_dq = np.array([[_spearman(ds.traj_tv.values[s], ds.traj_dq.values[s, :, j])
-                        for j in range(ds.t_eval.size)] for s in range(ds.seed.size)])
-    ds["rank_corr_tv_l2"] = (("seed", "t_eval"), rho_l2)
+                        for j in range(ds.t_eval.size)] for s in range(ds.run.size)])
+    ds["rank_corr_tv_l2"] = (("run", "t_eval"), rho_l2)
     main = ds.traj_l2_error.values - ds.traj_l2_far.values
-    ds["rank_corr_tv_l2_main"] = (("seed", "t_eval"), np.array(
+    ds["rank_corr_tv_l2_main"] = (("run", "t_eval"), np.array(
         [[_spearman(ds.traj_tv.values[s], main[s, :, j]) for j in range(ds.t_eval.size)]
-         for s in range(ds.seed.size)]))
-    ds["rank_corr_tv_dq"] = (("seed", "t_eval"), rho_dq)
-    ds["rank_corr_tv_kl"] = ("seed", np.array([_spearman(ds.traj_tv.values[s], ds.traj_kl.values[s])
-                                                for s in range(ds.seed.size)]))
+         for s in range(ds.run.size)]))
+    ds["rank_corr_tv_dq"] = (("run", "t_eval"), rho_dq)
+    ds["rank_corr_tv_kl"] = ("run", np.array([_spearman(ds.traj_tv.values[s], ds.traj_kl.values[s])
+                                                for s in range(ds.run.size)]))
     # late phase (tau >= the TV minimiser): d log TV / d log error, least squares
     sl_l2 = np.array([[_late_slope(ds.traj_tv.values[s], ds.traj_l2_error.values[s, :, j])
-                       for j in range(ds.t_eval.size)] for s in range(ds.seed.size)])
+                       for j in range(ds.t_eval.size)] for s in range(ds.run.size)])
     sl_dq = np.array([[_late_slope(ds.traj_tv.values[s], ds.traj_dq.values[s, :, j])
-                       for j in range(ds.t_eval.size)] for s in range(ds.seed.size)])
-    ds["late_slope_tv_l2"] = (("seed", "t_eval"), sl_l2)
-    ds["late_slope_tv_dq"] = (("seed", "t_eval"), sl_dq)
-    ds["late_slope_tv_kl"] = ("seed", np.array([_late_slope(ds.traj_tv.values[s], ds.traj_kl.values[s])
-                                                 for s in range(ds.seed.size)]))
+                       for j in range(ds.t_eval.size)] for s in range(ds.run.size)])
+    ds["late_slope_tv_l2"] = (("run", "t_eval"), sl_l2)
+    ds["late_slope_tv_dq"] = (("run", "t_eval"), sl_dq)
+    ds["late_slope_tv_kl"] = ("run", np.array([_late_slope(ds.traj_tv.values[s], ds.traj_kl.values[s])
+                                                 for s in range(ds.run.size)]))
     f1 = p["fig1"]
     attrs = {"figure": NAME, "fig1_eta": f1["eta"], "fig1_R": f1["R"], "fig1_delta": f1["delta"],
              "fig1_t": f1["t"], "fig1_quantile_tol": f1["quantile_tol"], "fig2_R": p["fig2"]["R"],
              "fig2_c": p["fig2"]["c"], "traj_n": p["traj"]["n"], "traj_m": p["traj"]["m"],
-             "traj_eta": p["traj"]["eta"], "traj_R": p["traj"]["R"], "traj_delta": p["traj"]["delta"]}
+             "traj_eta": p["traj"]["eta"], "traj_R_values": list(p["traj"]["R_values"]), "traj_delta": p["traj"]["delta"]}
     ds.attrs.update(c.netcdf_attrs(attrs))
     return ds
 
@@ -459,21 +462,26 @@ def summary(ds) -> dict:
             float(ds.fig2_p_objective_small[i]), float(ds.fig2_p_objective_small_lo[i]),
             float(ds.fig2_p_objective_small_hi[i]), float(ds.fig2_p_theory_small[i]))
     for j, t in enumerate(ds.t_eval.values):
-        out[f"traj t={t:g}: Spearman(TV, L2), (TV, L2 without the far mode), (TV, D^delta) per seed"] = (
+        out[f"traj t={t:g}: Spearman(TV, L2), (TV, L2 without the far mode), (TV, D^delta) per run (R, seed)"] = (
             [round(float(x), 3) for x in ds.rank_corr_tv_l2.values[:, j]],
             [round(float(x), 3) for x in ds.rank_corr_tv_l2_main.values[:, j]],
             [round(float(x), 3) for x in ds.rank_corr_tv_dq.values[:, j]])
-    out["traj Spearman(TV, KL) per seed"] = [round(float(x), 3) for x in ds.rank_corr_tv_kl.values]
+    out["traj Spearman(TV, KL) per run (R, seed)"] = [round(float(x), 3) for x in ds.rank_corr_tv_kl.values]
     for j, t in enumerate(ds.t_eval.values):
-        out[f"traj t={t:g}: late-phase slope dlogTV/dlog L2, dlogTV/dlog D^delta per seed"] = (
+        out[f"traj t={t:g}: late-phase slope dlogTV/dlog L2, dlogTV/dlog D^delta per run (R, seed)"] = (
             [round(float(x), 3) for x in ds.late_slope_tv_l2.values[:, j]],
             [round(float(x), 3) for x in ds.late_slope_tv_dq.values[:, j]])
-        out[f"traj t={t:g}: far-mode share of L2 at the last tau, at TV's minimiser"] = (
-            float(ds.traj_l2_far.values[0, -1, j] / ds.traj_l2_error.values[0, -1, j]),
-            float(ds.traj_l2_far.values[0, int(np.argmin(ds.traj_tv.values[0])), j]
-                  / ds.traj_l2_error.values[0, int(np.argmin(ds.traj_tv.values[0])), j]))
-    out["traj late-phase slope dlogTV/dlog KL per seed"] = [round(float(x), 3) for x in ds.late_slope_tv_kl.values]
-    out["traj TV at the end, min over tau"] = (float(ds.traj_tv.values[0, -1]), float(ds.traj_tv.values[0].min()))
+        share = []
+        for k in range(ds.run.size):
+            i = int(np.argmin(ds.traj_tv.values[k]))
+            share.append((round(float(ds.traj_l2_far.values[k, -1, j] / ds.traj_l2_error.values[k, -1, j]), 3),
+                          round(float(ds.traj_l2_far.values[k, i, j] / ds.traj_l2_error.values[k, i, j]), 3)))
+        out[f"traj t={t:g}: far-mode share of L2 at the last tau, at TV's minimiser, per run"] = share
+    out["traj late-phase slope dlogTV/dlog KL per run (R, seed)"] = [round(float(x), 3) for x in ds.late_slope_tv_kl.values]
+    out["traj runs (R, seed)"] = [(float(r), int(sd)) for r, sd in zip(ds.run_R.values, ds.run_seed.values)]
+    out["traj TV at the end, min over tau, per run"] = [(round(float(ds.traj_tv.values[k, -1]), 4),
+                                                         round(float(ds.traj_tv.values[k].min()), 4))
+                                                        for k in range(ds.run.size)]
     return out
 
 
@@ -481,7 +489,7 @@ def plot(ds, stem):
     from .. import plotting as P
 
     with P.style():
-        fig, axes = P.subplots(3, 1, height=7.4)
+        fig, axes = P.subplots(4, 1, height=9.6)
         ax = axes[0, 0]
         m1 = ds.m1.values
         for name, label, col in (("l2", r"$L^2$ error $>0$", P.COLORS[0]),
@@ -536,8 +544,25 @@ def plot(ds, stem):
                 label=rf"$D^{{0.01}}$, t={t_j:g} (Spearman {ds.rank_corr_tv_dq.values[0, j]:.2f})")
         ax.set(xscale="log", yscale="log", xlabel=r"training time $\tau$", ylabel="error")
         ax.set_title(rf"(c) RF flow, n={ds.attrs['traj_n']}, m={ds.attrs['traj_m']}, "
-                     rf"$\eta$={ds.attrs['traj_eta']:g}, R={ds.attrs['traj_R']:g}", loc="left", fontsize=8)
+                     rf"$\eta$={ds.attrs['traj_eta']:g}, R={float(ds.run_R.values[0]):g}", loc="left", fontsize=8)
         ax.legend(fontsize=5)
+        ax = axes[3, 0]
+        Rs = ds.run_R.values.astype(float)
+        order = np.argsort(Rs, kind="stable")
+        star = np.array([int(np.argmin(ds.traj_tv.values[k])) for k in range(ds.run.size)])
+        pick = lambda a: np.array([a[k, star[k]] for k in range(ds.run.size)])[order]  # noqa: E731
+        for y, e, label, fmt, col in (
+                (pick(ds.traj_tv.values), pick(ds.traj_tv_error.values), r"TV$(p_0, p_{gen})$", "o-", "k"),
+                (pick(ds.traj_dq.values[:, :, j]), pick(ds.traj_dq_error.values[:, :, j]),
+                 rf"$D^{{0.01}}$, t={t_j:g}", "^-", P.COLORS[1]),
+                (pick(ds.traj_l2_error.values[:, :, j]), pick(ds.traj_l2_error_error.values[:, :, j]),
+                 rf"$L^2$ score error, t={t_j:g}", "s-", P.COLORS[0]),
+                (pick(ds.traj_l2_far.values[:, :, j]), None, r"its far-mode share", "s:", P.COLORS[0]),
+                (pick(ds.traj_kl.values), pick(ds.traj_kl_error.values), "KL ODE", "x--", "0.5")):
+            ax.errorbar(Rs[order], y, yerr=e, fmt=fmt, color=col, label=label, capsize=1.5)
+        ax.set(yscale="log", xlabel="far-mode distance R", ylabel=r"error at TV's minimiser $\tau^*$")
+        ax.set_title(rf"(d) at $\tau^*$ against R (the far mode, mass $\eta$, unseen)", loc="left", fontsize=8)
+        ax.legend(fontsize=5, ncol=2, loc="upper left", bbox_to_anchor=(0.0, 0.92))
         return P.save_figure(fig, ds, stem)
 
 
@@ -545,4 +570,4 @@ EXPERIMENT = Experiment(name=NAME, title=TITLE, presets=PRESETS, tasks=tasks, re
                         summary=summary,
                         regime="1D: (a) eta = 1e-3, R = 1e4, delta = 0.01, OU noise level t = 0.1, m = 10..2000; "
                                "(b) R = 1e4, zero at the 1 - c/m quantile; (c) random-feature flow (ReLU) on "
-                               "(1 - eta) N(0,1) + eta N(R,1), eta = 1e-3, R = 10, n = 200 (n eta = 0.2)")
+                               "(1 - eta) N(0,1) + eta N(R,1), eta = 1e-3, R = 8, 10, 12, n = 200 (n eta = 0.2), m = 256")
