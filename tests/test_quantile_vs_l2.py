@@ -105,6 +105,10 @@ def test_tiny_preset_data():
     kl, kl_e = ds.traj_kl.values, ds.traj_kl_error.values
     assert np.all((tv >= 0) & (tv <= 1))
     assert np.all(tv - tv_e <= np.sqrt(np.maximum(kl + kl_e, 0) / 2))      # Pinsker
+    tv_sde = ds.traj_tv_sde.values
+    assert np.all(np.isfinite(tv_sde) & (tv_sde >= 0) & (tv_sde <= 1))
+    # the same score at tau = 1 (still at the prior): both samplers spread it far beyond p_0
+    assert tv[0, 0] > 0.9 and tv_sde[0, 0] > 0.9
     assert np.all(np.abs(ds.rank_corr_tv_l2.values) <= 1)
     assert np.all(ds.traj_dq.values >= 0)
     s = Q.EXPERIMENT.summary(ds)

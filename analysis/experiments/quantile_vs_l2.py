@@ -42,7 +42,8 @@ Seed 002 (Gupta, Parulekar, Price, Xun 2024) measures score accuracy by
     form) trained on n samples of ``(1 - eta) N(0, 1) + eta N(R, 1)`` with ``n eta < 1``
     (the far mode mostly unseen). Along tau: the L2 score error ``E_{p_t}|s - grad log p_t|^2``
     and ``D^delta_{p_t}`` (delta = 0.01) at diffusion times ``t_eval``, the exact
-    ``TV(p_0, p_gen)`` (:func:`rfdiff.metrics.tv`, probability-flow ODE) and
+    ``TV(p_0, p_gen)`` (:func:`rfdiff.metrics.tv`, probability-flow ODE, and reverse SDE
+    unless ``sde=False``) and
     ``KL(p_0 || p_gen)`` (:func:`rfdiff.kl_ode_path`), all from exact 1D densities; the
     reduction reports Spearman's rank correlation of TV with each error over tau, the
     late-phase slope ``d log TV / d log error`` (taus from TV's minimiser tau* on), and the
@@ -317,7 +318,7 @@ def objective_gap(*, m: int, R: float, c: float, trials: int, seed: int, small: 
 def trajectory(*, n: int, m: int, eta: float, R: float, seed: int, tau_lo: float, tau_hi: float,
                per_decade: float, t_eval: list, delta: float = 0.01, n_time: int = 64, t_min: float = 1e-3,
                T: float = 8.0, weighting: str = "sigma2", tv_tol: float = 2e-3, kl_tol: float = 1e-2,
-               l2_order: int = 64) -> dict:
+               l2_order: int = 64, sde: bool = True) -> dict:
     """L2 score error, D^delta, TV and KL along the flow (see the module docstring, panel c)."""
     n = _count("n", n)
     eta = _open_unit("eta", eta)
@@ -345,15 +346,23 @@ def trajectory(*, n: int, m: int, eta: float, R: float, seed: int, tau_lo: float
             dq[i, j], dq_err[i, j] = q.value, q.error
     r_tv = metrics.tv(scores, target, t_min=t_min, T=T, tol=tv_tol)
     r_kl = kl_ode_path(flow, taus, target, tol=kl_tol, strict=False)
+    tv_sde = np.full(len(taus), np.nan)
+    tv_sde_err = np.full(len(taus), np.nan)
+    if sde:                                                  # the reverse SDE's TV, one Fokker-Planck solve per tau
+        for i, s in enumerate(scores):
+            r = metrics.tv(s, target, t_min=t_min, T=T, kind="sde", tol=tv_tol)
+            tv_sde[i], tv_sde_err[i] = r.value, r.error
     return {"l2_error": l2, "l2_error_error": l2_err, "l2_far": l2_far, "dq": dq, "dq_error": dq_err,
-            "tv": np.asarray(r_tv.value), "tv_error": np.asarray(r_tv.error),
+            "tv": np.asarray(r_tv.value), "tv_error": np.asarray(r_tv.error), "tv_sde": tv_sde,
+            "tv_sde_error": tv_sde_err,
             "kl": np.asarray(r_kl.value, float), "kl_error": np.asarray(r_kl.error, float),
             "kl_converged": np.asarray(r_kl.converged, bool),
             "n_far_training": int(np.sum(x[:, 0] > 0.5 * R)), "seconds": time.perf_counter() - t1,
             "coords": {"tau": taus, "t_eval": t_eval},
             "dims": {"l2_error": ["tau", "t_eval"], "l2_error_error": ["tau", "t_eval"], "l2_far": ["tau", "t_eval"],
                      "dq": ["tau", "t_eval"],
-                     "dq_error": ["tau", "t_eval"], "tv": ["tau"], "tv_error": ["tau"], "kl": ["tau"],
+                     "dq_error": ["tau", "t_eval"], "tv": ["tau"], "tv_error": ["tau"], "tv_sde": ["tau"],
+                     "tv_sde_error": ["tau"], "kl": ["tau"],
                      "kl_error": ["tau"], "kl_converged": ["tau"]}}
 
 
@@ -487,9 +496,10 @@ def summary(ds) -> dict:
     for k in range(ds.run.size):
         i = int(np.argmin(ds.traj_tv.values[k]))
         at_star.append((float(ds.run_R.values[k]), float(ds.tau.values[i]), round(float(ds.traj_tv.values[k, i]), 4),
+                        round(float(ds.traj_tv_sde.values[k, i]), 4),
                         round(float(ds.traj_dq.values[k, i, j]), 4), round(float(ds.traj_l2_error.values[k, i, j]), 4),
                         round(float(ds.traj_l2_far.values[k, i, j]), 4), round(float(ds.traj_kl.values[k, i]), 4)))
-    out[f"traj at TV's minimiser per run: (R, tau*, TV, D^delta, L2, L2 far part, KL), t={ds.t_eval.values[j]:g}"] = at_star
+    out[f"traj at TV's minimiser per run: (R, tau*, TV ODE, TV SDE, D^delta, L2, L2 far part, KL), t={ds.t_eval.values[j]:g}"] = at_star
     out["traj runs (R, seed)"] = [(float(r), int(sd)) for r, sd in zip(ds.run_R.values, ds.run_seed.values)]
     out["traj TV at the end, min over tau, per run"] = [(round(float(ds.traj_tv.values[k, -1]), 4),
                                                          round(float(ds.traj_tv.values[k].min()), 4))
@@ -545,7 +555,9 @@ def plot(ds, stem):
         tau = ds.tau.values
         j = int(np.argmin(np.abs(ds.t_eval.values - 0.1)))
         tv = ds.traj_tv.values[0]
-        ax.plot(tau, tv, "o-", color="k", label=r"TV$(p_0, p_{gen})$")
+        ax.plot(tau, tv, "o-", color="k", label=r"TV$(p_0, p_{gen})$, ODE")
+        if np.any(np.isfinite(ds.traj_tv_sde.values[0])):
+            ax.plot(tau, ds.traj_tv_sde.values[0], "o:", color="k", markerfacecolor="none", label="TV, SDE")
         ax.plot(tau, P.positive(ds.traj_kl.values[0]), "x--", color="0.5", label="KL ODE")
         t_j = ds.t_eval.values[j]
         ax.plot(tau, ds.traj_l2_error.values[0, :, j], "s-", color=P.COLORS[0],
@@ -564,7 +576,8 @@ def plot(ds, stem):
         star = np.array([int(np.argmin(ds.traj_tv.values[k])) for k in range(ds.run.size)])
         pick = lambda a: np.array([a[k, star[k]] for k in range(ds.run.size)])[order]  # noqa: E731
         for y, e, label, fmt, col in (
-                (pick(ds.traj_tv.values), pick(ds.traj_tv_error.values), r"TV$(p_0, p_{gen})$", "o-", "k"),
+                (pick(ds.traj_tv.values), pick(ds.traj_tv_error.values), r"TV$(p_0, p_{gen})$, ODE", "o-", "k"),
+                (pick(ds.traj_tv_sde.values), pick(ds.traj_tv_sde_error.values), "TV, SDE", "o:", "0.3"),
                 (pick(ds.traj_dq.values[:, :, j]), pick(ds.traj_dq_error.values[:, :, j]),
                  rf"$D^{{0.01}}$, t={t_j:g}", "^-", P.COLORS[1]),
                 (pick(ds.traj_l2_error.values[:, :, j]), pick(ds.traj_l2_error_error.values[:, :, j]),
