@@ -113,3 +113,20 @@ def test_tiny_preset_data():
     assert np.all(ds.traj_dq.values >= 0)
     s = Q.EXPERIMENT.summary(ds)
     assert any(k.startswith("fig1 m=10:") for k in s)
+
+
+@pytest.mark.parametrize("kw, name", [({"c": 0.0}, "c"), ({"c": 30.0}, "c"), ({"R": 1.0}, "R"),
+                                      ({"m": 0}, "m"), ({"trials": 0}, "trials")])
+def test_objective_gap_bad_input(kw, name):
+    p = dict(m=50, R=1e4, c=0.1, trials=10, seed=0)
+    p.update(kw)
+    with pytest.raises(ValueError, match=rf"^{name} must"):
+        Q.objective_gap(**p)
+
+
+def test_failure_reproducible():
+    a = Q.failure(m=50, eta=1e-2, R=1e4, delta=0.05, trials=300, seed=3)
+    b = Q.failure(m=50, eta=1e-2, R=1e4, delta=0.05, trials=300, seed=3)
+    c = Q.failure(m=50, eta=1e-2, R=1e4, delta=0.05, trials=300, seed=4)
+    assert a["k_fail_l2"] == b["k_fail_l2"] and a["p_no_far_sample"] == b["p_no_far_sample"]
+    assert (a["k_fail_l2"], a["p_no_far_sample"]) != (c["k_fail_l2"], c["p_no_far_sample"])
