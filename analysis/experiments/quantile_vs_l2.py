@@ -369,7 +369,8 @@ def trajectory(*, n: int, m: int, eta: float, R: float, seed: int, tau_lo: float
 # -- the experiment ------------------------------------------------------------------------
 _FIG1 = dict(eta=1e-3, R=1e4, delta=0.01, t=0.1, quantile_tol=1e-8)
 _FIG2 = dict(R=1e4, c=0.1)
-_TRAJ = dict(n=200, m=256, eta=1e-3, R_values=[10.0, 8.0, 12.0], tau_lo=0.0, tau_hi=12.0, per_decade=1, t_eval=[0.01, 0.1, 1.0],
+_TRAJ = dict(n=200, m=256, eta=1e-3, R_values=[10.0, 8.0, 12.0], tau_lo=0.0, tau_hi=12.0, per_decade=1,
+             t_eval=[0.01, 0.1, 1.0],
              delta=0.01, n_time=64, tv_tol=2e-3, kl_tol=1e-2)
 
 PRESETS = {
@@ -455,7 +456,8 @@ def reduce(p: dict, results: list):
     attrs = {"figure": NAME, "fig1_eta": f1["eta"], "fig1_R": f1["R"], "fig1_delta": f1["delta"],
              "fig1_t": f1["t"], "fig1_quantile_tol": f1["quantile_tol"], "fig2_R": p["fig2"]["R"],
              "fig2_c": p["fig2"]["c"], "traj_n": p["traj"]["n"], "traj_m": p["traj"]["m"],
-             "traj_eta": p["traj"]["eta"], "traj_R_values": list(p["traj"]["R_values"]), "traj_delta": p["traj"]["delta"]}
+             "traj_eta": p["traj"]["eta"], "traj_R_values": list(p["traj"]["R_values"]),
+             "traj_delta": p["traj"]["delta"]}
     ds.attrs.update(c.netcdf_attrs(attrs))
     return ds
 
@@ -490,7 +492,8 @@ def summary(ds) -> dict:
             share.append((round(float(ds.traj_l2_far.values[k, -1, j] / ds.traj_l2_error.values[k, -1, j]), 3),
                           round(float(ds.traj_l2_far.values[k, i, j] / ds.traj_l2_error.values[k, i, j]), 3)))
         out[f"traj t={t:g}: far-mode share of L2 at the last tau, at TV's minimiser, per run"] = share
-    out["traj late-phase slope dlogTV/dlog KL per run (R, seed)"] = [round(float(x), 3) for x in ds.late_slope_tv_kl.values]
+    out["traj late-phase slope dlogTV/dlog KL per run (R, seed)"] = [round(float(x), 3)
+                                                                     for x in ds.late_slope_tv_kl.values]
     j = int(np.argmin(np.abs(ds.t_eval.values - 0.1)))
     at_star = []
     for k in range(ds.run.size):
@@ -499,7 +502,8 @@ def summary(ds) -> dict:
                         round(float(ds.traj_tv_sde.values[k, i]), 4),
                         round(float(ds.traj_dq.values[k, i, j]), 4), round(float(ds.traj_l2_error.values[k, i, j]), 4),
                         round(float(ds.traj_l2_far.values[k, i, j]), 4), round(float(ds.traj_kl.values[k, i]), 4)))
-    out[f"traj at TV's minimiser per run: (R, tau*, TV ODE, TV SDE, D^delta, L2, L2 far part, KL), t={ds.t_eval.values[j]:g}"] = at_star
+    key = "traj at TV's minimiser per run: (R, tau*, TV ODE, TV SDE, D^delta, L2, L2 far part, KL)"
+    out[f"{key}, t={ds.t_eval.values[j]:g}"] = at_star
     out["traj runs (R, seed)"] = [(float(r), int(sd)) for r, sd in zip(ds.run_R.values, ds.run_seed.values)]
     out["traj TV at the end, min over tau, per run"] = [(round(float(ds.traj_tv.values[k, -1]), 4),
                                                          round(float(ds.traj_tv.values[k].min()), 4))
@@ -595,4 +599,5 @@ EXPERIMENT = Experiment(name=NAME, title=TITLE, presets=PRESETS, tasks=tasks, re
                         summary=summary,
                         regime="1D: (a) eta = 1e-3, R = 1e4, delta = 0.01, OU noise level t = 0.1, m = 10..2000; "
                                "(b) R = 1e4, zero at the 1 - c/m quantile; (c) random-feature flow (ReLU) on "
-                               "(1 - eta) N(0,1) + eta N(R,1), eta = 1e-3, R = 8, 10, 12, n = 200 (n eta = 0.2), m = 256")
+                               "(1 - eta) N(0,1) + eta N(R,1), eta = 1e-3, R = 8, 10, 12, n = 200 (n eta = 0.2), "
+                               "m = 256")
