@@ -248,10 +248,58 @@ def gradient(params, x, t, train="all") -> np.ndarray:
     return np.concatenate([gi.numpy().ravel() for gi in g])
 
 
+def hessian_matrix(params, x, t, train="all") -> np.ndarray:
+    """The Hessian of ``R_n`` (d = 1) in closed form, flattened ``[a, w, b]`` or ``[a]``.
+
+    With ``r = s - s*``, ``u_nj = 1[w_j y_n + b_j > 0]`` and the Jacobian
+    ``J_n = (1/m) [phi_nj, a_j u_nj y_n, a_j u_nj]_j`` at the quadrature nodes (weights ``omega_n``):
+
+        H = 2 J^T diag(omega) J + 2 sum_n omega_n r_n d^2 s(y_n) + kink terms,
+
+    where the only a.e. second derivatives of ``s`` are ``d^2 s/da_j dw_j = u_nj y_n/m`` and
+    ``d^2 s/da_j db_j = u_nj/m``, and the kink terms are those of the module docstring.
+    Independent of :func:`hessian_operator` (autograd), which the tests compare it with.
+    """
+    params = {k: np.asarray(v, dtype=float) for k, v in params.items()}
+    a, w, b = params["a"][:, 0], params["w"][:, 0], params["b"]
+    m = a.size
+    risk = Risk(x, t, kinks(params), 16)
+    y, om = risk.y[:, 0], risk.weights
+    h = np.outer(y, w) + b
+    u = (h > 0).astype(float)
+    phi = h * u
+    if train == "outer":
+        return 2 * (phi.T * om) @ phi / m ** 2
+    J = np.concatenate([phi, a * u * y[:, None], a * u], axis=1) / m
+    H = 2 * (J.T * om) @ J
+    r = (phi @ a / m) - risk.s_star[:, 0]
+    idx = np.arange(m)
+    caw = 2 * (om * r * y) @ u / m
+    cab = 2 * (om * r) @ u / m
+    H[idx, m + idx] += caw
+    H[m + idx, idx] += caw
+    H[idx, 2 * m + idx] += cab
+    H[2 * m + idx, idx] += cab
+    ok = w != 0
+    yj = np.where(ok, -b / np.where(ok, w, 1.0), 0.0)
+    rj = net(params, yj[:, None])[:, 0] - np.asarray(
+        rf.Empirical(np.asarray(x, dtype=float)).score_fn(rf.OU())(yj[:, None], float(t))).reshape(-1)
+    coef = np.where(ok, 2 * risk.density(yj) * rj * a / (m * np.abs(np.where(ok, w, 1.0))), 0.0)
+    H[m + idx, m + idx] += coef * yj ** 2
+    H[m + idx, 2 * m + idx] += coef * yj
+    H[2 * m + idx, m + idx] += coef * yj
+    H[2 * m + idx, 2 * m + idx] += coef
+    return H
+
+
 def sharpness(params, x, t, train="all", **kw) -> float:
-    """``lambda_max`` of the Hessian of ``R_n`` (Lanczos on :func:`hessian_operator`)."""
+    """``lambda_max`` of the Hessian of ``R_n``: d = 1 the largest eigenvalue of
+    :func:`hessian_matrix` (dense, LAPACK); d > 1 Lanczos on :func:`hessian_operator`."""
     from scipy.sparse.linalg import LinearOperator, eigsh
 
+    if np.asarray(params["a"]).shape[1] == 1:
+        H = hessian_matrix(params, x, t, train)
+        return float(np.linalg.eigvalsh((H + H.T) / 2)[-1])
     mv, p = hessian_operator(params, x, t, train, **kw)
     op = LinearOperator((p, p), matvec=mv, dtype=float)
     return float(eigsh(op, k=1, which="LA", tol=1e-8, v0=np.ones(p))[0][0])
