@@ -329,6 +329,19 @@ def outer_closed_form(params, x, t, lr, steps) -> np.ndarray:
     return a0 - V @ (f * (V.T @ g0))
 
 
+def outer_limit(params, x, t, rcond=1e-12) -> np.ndarray:
+    """The limit of :func:`outer_closed_form` as ``steps -> inf`` for every stable lr
+    (``lr * l_max < 2``): ``a_inf = a_0 - V diag(1/l) V^T g_0`` over ``l > rcond * l_max`` (the
+    minimum-norm-change least-squares solution; directions with ``l = 0`` keep ``a_0``)."""
+    a0 = np.asarray(params["a"], dtype=float)[:, 0]
+    G, c = outer_gram(params, x, t)
+    H = 2 * G / a0.size
+    lam, V = np.linalg.eigh(H)
+    keep = lam > rcond * lam.max()
+    f = np.where(keep, 1.0 / np.where(keep, lam, 1.0), 0.0)
+    return a0 - V @ (f * (V.T @ (H @ a0 - 2 * c)))
+
+
 def outer_gradient_descent(params, x, t, lr, steps) -> np.ndarray:
     """The same iterate by explicit torch full-batch GD on the quadrature risk (the check)."""
     torch = _torch()
@@ -413,9 +426,19 @@ def point(*, lr: float, t: float, seed: int, train: str = "all", width: int = 10
            "memorization_optimal": memorization(None, x, t, n_samples, seed),
            "final_loss": float(np.mean(trace[-5:])) if trace.size else nan}
     if diverged:
-        out.update(excess_risk=nan, excess_risk_error=nan, sharpness=nan, memorization=nan)
+        out.update(excess_risk=nan, excess_risk_error=nan, sharpness=nan, memorization=nan, gd_stable=False,
+                   excess_risk_gd=nan, excess_risk_gd_limit=nan)
         return out
     er, err = excess_risk(pT, x, t, tol=1e-6, seed=seed)
+    if train == "outer" and d == 1:
+        # the random-feature reference: full-batch GD on a in closed form, same lr and steps, and its limit
+        lmax = float(np.linalg.eigvalsh(2 * outer_gram(p0, x, t)[0] / width)[-1])
+        out["gd_stable"] = bool(lr * lmax < 2)
+        a_gd = outer_closed_form(p0, x, t, lr, steps) if out["gd_stable"] else None
+        out["excess_risk_gd"] = excess_risk(dict(p0, a=a_gd[:, None]), x, t, tol=1e-6)[0] if out["gd_stable"] else nan
+        out["excess_risk_gd_limit"] = excess_risk(dict(p0, a=outer_limit(p0, x, t)[:, None]), x, t, tol=1e-6)[0]
+    else:
+        out.update(gd_stable=False, excess_risk_gd=nan, excess_risk_gd_limit=nan)
     out.update(excess_risk=er, excess_risk_error=err, sharpness=sharpness(pT, x, t, train, seed=seed),
                memorization=memorization(pT, x, t, n_samples, seed))
     return out
@@ -424,8 +447,8 @@ def point(*, lr: float, t: float, seed: int, train: str = "all", width: int = 10
 _BASE = dict(n=20, d=1, batch=50, lrs=[0.5, 0.1, 0.05, 0.01], ts=[0.2, 0.05], trains=["all", "outer"])
 PRESETS = {
     "tiny": dict(_BASE, width=20, horizon=1.0, lrs=[0.5, 0.1], ts=[0.2], seeds=[0, 1], n_samples=200),
-    # quick: width 100 and horizon 20 (lr*steps) instead of 1000 and 2500, to fit minutes on 2 cores
-    "quick": dict(_BASE, width=100, horizon=20.0, seeds=[0, 1, 2, 3, 4], n_samples=1000),
+    # quick: width 100 and horizon 200 (lr*steps) instead of 1000 and 2500, to fit minutes on 2 cores
+    "quick": dict(_BASE, width=100, horizon=200.0, seeds=[0, 1, 2, 3, 4], n_samples=1000),
     "full": dict(_BASE, width=1000, horizon=2500.0, seeds=list(range(30)), n_samples=1000),
 }
 
@@ -436,7 +459,7 @@ def tasks(p: dict) -> list:
             for tr in p["trains"] for t in p["ts"] for lr in p["lrs"] for s in p["seeds"]]
 
 
-_VARS = ("excess_risk", "excess_risk_error", "sharpness", "threshold", "memorization", "memorization_optimal",
+_VARS = ("excess_risk", "excess_risk_error", "excess_risk_gd", "excess_risk_gd_limit", "gd_stable", "sharpness", "threshold", "memorization", "memorization_optimal",
          "steps", "diverged", "final_loss")
 
 
@@ -496,6 +519,14 @@ def plot(ds, stem):
                     med = np.nanmedian(y, axis=1)
                     lo, hi = np.nanquantile(y, 0.1, axis=1), np.nanquantile(y, 0.9, axis=1)
                     P.band(ax, lr, med, lo, hi, marker="o", ls=ls, label=f"{tr}, t={t:g}")
+            if var == "excess_risk" and "outer" in ds.train.values:
+                for t, col in zip(ds.t.values, ("C4", "C5", "C6")):
+                    ref = ds.excess_risk_gd.sel(train="outer", t=t).values
+                    lim = ds.excess_risk_gd_limit.sel(train="outer", t=t).values
+                    ax.plot(lr, np.nanmedian(ref, axis=1), "x", color=col, ms=4,
+                            label=f"outer closed-form GD, same lr and steps, t={t:g}")
+                    ax.axhline(float(np.nanmedian(lim)), color=col, lw=0.6, ls="-.",
+                               label=f"outer closed-form GD limit (every stable lr), t={t:g}")
             if var == "sharpness":
                 ax.plot(lr, 2 / (ds.attrs["width"] * lr), "k:", label=r"$2/(m\,\eta)$")
             if var == "memorization":
