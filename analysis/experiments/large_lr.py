@@ -447,8 +447,8 @@ def point(*, lr: float, t: float, seed: int, train: str = "all", width: int = 10
 _BASE = dict(n=20, d=1, batch=50, lrs=[0.5, 0.1, 0.05, 0.01], ts=[0.2, 0.05], trains=["all", "outer"])
 PRESETS = {
     "tiny": dict(_BASE, width=20, horizon=1.0, lrs=[0.5, 0.1], ts=[0.2], seeds=[0, 1], n_samples=200),
-    # quick: width 100 and horizon 200 (lr*steps) instead of 1000 and 2500, to fit minutes on 2 cores
-    "quick": dict(_BASE, width=100, horizon=200.0, seeds=[0, 1, 2, 3, 4], n_samples=1000),
+    # quick: width 100 and horizon 50 (lr*steps) instead of 1000 and 2500, to fit minutes on 2 shared cores
+    "quick": dict(_BASE, width=100, horizon=50.0, seeds=[0, 1, 2, 3, 4], n_samples=1000),
     "full": dict(_BASE, width=1000, horizon=2500.0, seeds=list(range(30)), n_samples=1000),
 }
 
@@ -507,7 +507,7 @@ def plot(ds, stem):
     from .. import plotting as P
 
     with P.style():
-        fig, axes = P.subplots(3, 1, height=7.0)
+        fig, axes = P.subplots(3, 1, height=8.0)
         lr = ds.lr.values
         for row, (var, lab) in enumerate((("excess_risk", r"excess risk $R_n(\theta)-R_n(s^*)$"),
                                           ("sharpness", r"sharpness $\lambda_{max}$"),
@@ -532,13 +532,16 @@ def plot(ds, stem):
             if var == "memorization":
                 for t in ds.t.values:
                     ax.axhline(float(np.nanmean(ds.memorization_optimal.sel(t=t, train=ds.train.values[0]))),
-                               color="gray", lw=0.6, ls=":")
+                               color="gray", lw=0.6, ls=":", label=f"$s^*$, t={t:g}")
             ax.set(xscale="log", xlabel=r"learning rate $\eta$", ylabel=lab)
             if var != "memorization":
                 ax.set_yscale("log")
-            ax.legend(fontsize=5)
+            if var == "excess_risk":
+                ax.legend(fontsize=4.5, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.22))
+            else:
+                ax.legend(fontsize=5)
         axes[0, 0].set_title(f"m={ds.attrs['width']}, n={ds.attrs['n']}, lr*steps={ds.attrs['horizon_lr_times_steps']:g}"
-                             " (median, 10-90% over seeds)", loc="left", fontsize=7)
+                             f" (median, 10-90% over {ds.seed.size} seeds)", loc="left", fontsize=7)
         return P.save_figure(fig, ds, stem)
 
 
