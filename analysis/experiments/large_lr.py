@@ -36,11 +36,13 @@ Measurements at the end of training:
   ``rf.ConvergenceError`` above ``quad_tol``). d > 1: Monte Carlo with
   ``mc_draws`` fixed draws (its standard error reported).
 - ``sharpness``: ``lambda_max`` of the Hessian of ``R_n`` in the trained
-  parameters (Lanczos, ``scipy.sparse.linalg.eigsh``, on Hessian-vector
-  products). d = 1: autograd HVP of the quadrature risk plus the kink terms the
+  parameters. d = 1: the largest eigenvalue of the closed-form Hessian
+  (:func:`hessian_matrix`) of the quadrature risk, including the kink terms the
   a.e. second derivative misses: ``d^2 s / d(w_j,b_j)^2 = (a_j/m) [y^2, y; y, 1] delta(w_j y + b_j)``,
   which adds ``2 p_t(y_j) r(y_j) a_j / (m |w_j|) [y_j^2, y_j; y_j, 1]`` at ``y_j = -b_j/w_j``,
-  ``r = s - s*``. d > 1: the Monte Carlo risk's autograd Hessian (kink terms omitted).
+  ``r = s - s*`` (:func:`hessian_operator`, autograd HVPs plus the same kink terms, is the
+  tests' reference). d > 1: Lanczos (``scipy.sparse.linalg.eigsh``) on the Monte Carlo
+  risk's autograd Hessian-vector products (kink terms omitted).
 - ``memorization``: the paper trains at one noise level, so there is no
   reverse-time sampler; we use the one-step Tweedie denoiser
   ``x_hat = (Y + sigma_t^2 s(Y)) / mu_t`` with ``Y ~ p_t`` (``n_samples`` draws)
