@@ -15,6 +15,16 @@ def test_outer_gd_equals_closed_form():
     np.testing.assert_allclose(a1, a2, atol=1e-11)
 
 
+def test_outer_point_end_point_is_the_closed_form_iterate():
+    """The outer-only run by explicit full-batch GD (optimizer='gd') ends at the closed-form iterate:
+    its excess risk is the closed form's, at two learning rates (40 and 200 steps)."""
+    for lr in (0.5, 0.1):
+        r = L.point(lr=lr, t=0.2, seed=3, train="outer", width=20, horizon=20.0, optimizer="gd", n_samples=50)
+        assert r["gd_stable"] and not r["diverged"]
+        assert abs(r["excess_risk"] - r["excess_risk_gd"]) < 1e-10 * r["excess_risk"]
+        assert r["excess_risk_gd"] >= r["excess_risk_gd_limit"]
+
+
 def test_outer_limit_is_the_least_squares_solution():
     x, p = L.training_set(20, 1, 1), L.init_params(30, 1, 1)
     a_inf = L.outer_limit(p, x, 0.2)
@@ -91,7 +101,8 @@ def test_diverging_run_recorded():
 @pytest.mark.parametrize("kw, name", [(dict(lr=0.0), "lr"), (dict(lr=-1.0), "lr"), (dict(lr=float("nan")), "lr"),
                                       (dict(train="inner"), "train"), (dict(t=0.0), "t"),
                                       (dict(width=0), "width"), (dict(n=1), "n"), (dict(d=0), "d"),
-                                      (dict(horizon=0.0), "horizon")])
+                                      (dict(horizon=0.0), "horizon"), (dict(batch=0), "batch"),
+                                      (dict(optimizer="adam"), "optimizer"), (dict(optimizer="gd"), "optimizer")])
 def test_bad_input(kw, name):
     base = dict(lr=0.1, t=0.2, seed=0, train="all", width=10, n=20, d=1)
     base.update(kw)

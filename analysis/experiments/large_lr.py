@@ -414,15 +414,32 @@ def memorization(params, x, t, n_samples=1000, seed=0) -> float:
 
 @point_function
 def point(*, lr: float, t: float, seed: int, train: str = "all", width: int = 1000, n: int = 20, d: int = 1,
-          horizon: float = 2500.0, batch: int = 50, n_samples: int = 1000, progress: bool = False) -> dict:
-    """One training run: SGD at learning rate ``lr`` for ``round(horizon/lr)`` steps (module docstring)."""
+          horizon: float = 2500.0, batch: int = 50, n_samples: int = 1000, optimizer: str = "sgd",
+          progress: bool = False) -> dict:
+    """One training run at learning rate ``lr`` for ``round(horizon/lr)`` steps (module docstring).
+
+    ``optimizer="sgd"`` (the experiment): SGD on fresh noise draws. ``"gd"`` (outer layer, d = 1
+    only; the check of the closed form): explicit full-batch gradient descent on the exact
+    (quadrature) risk, :func:`outer_gradient_descent`, whose end point is :func:`outer_closed_form`'s.
+    """
     _check(lr, t, seed, train, width, n, d)
-    if not (horizon > 0):
-        raise ValueError(f"horizon must be > 0, got {horizon!r}")
+    if not (isinstance(horizon, (int, float)) and math.isfinite(horizon) and horizon > 0):
+        raise ValueError(f"horizon must be a finite number > 0, got {horizon!r}")
+    if not isinstance(batch, (int, np.integer)) or isinstance(batch, bool) or batch < 1:
+        raise ValueError(f"batch must be an integer >= 1, got {batch!r}")
+    if optimizer not in ("sgd", "gd"):
+        raise ValueError(f"optimizer must be 'sgd' or 'gd', got {optimizer!r}")
+    if optimizer == "gd" and (train != "outer" or d != 1):
+        raise ValueError("optimizer='gd' (exact full-batch GD) is implemented for train='outer', d=1 only")
     steps = max(1, int(round(horizon / lr)))
     x = training_set(n, d, seed)
     p0 = init_params(width, d, seed)
-    pT, diverged, trace = sgd(p0, x, t, lr, steps, train, batch=batch, seed=seed, progress=progress)
+    if optimizer == "gd":
+        aT = outer_gradient_descent(p0, x, t, lr, steps)
+        diverged = not bool(np.all(np.isfinite(aT)) and np.abs(aT).max() < 1e8)
+        pT, trace = dict(p0, a=aT[:, None]), np.array([])
+    else:
+        pT, diverged, trace = sgd(p0, x, t, lr, steps, train, batch=batch, seed=seed, progress=progress)
     nan = float("nan")
     out = {"steps": steps, "diverged": bool(diverged), "threshold": 2.0 / (width * lr),
            "memorization_optimal": memorization(None, x, t, n_samples, seed),
