@@ -69,6 +69,15 @@ def test_slope_fit_recovers_known_power():
     assert 0.6 < (f["ci_high"] - f["ci_low"]) / 2 / (1.96 * se) < 1.4
 
 
+def test_slope_fit_pairs_depths_by_seed():
+    """A seed-specific constant (its own init, shared by its depths) is not slope uncertainty:
+    y = c_s / L exactly has slope -1 with an interval of zero width."""
+    L = np.array([2, 4, 8, 16])
+    c = np.array([0.5, 1.0, 3.0, 7.0])
+    f = R.slope_fit(L, c[None, :] / L[:, None])
+    assert abs(f["slope"] + 1) < 1e-12 and f["ci_high"] - f["ci_low"] < 1e-9
+
+
 def test_tiny_experiment_data():
     ds = run_serial(R.EXPERIMENT, "tiny")
     assert int(ds.diverged.sum()) == 0
