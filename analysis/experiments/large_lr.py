@@ -478,7 +478,8 @@ def tasks(p: dict) -> list:
             for tr in p["trains"] for t in p["ts"] for lr in p["lrs"] for s in p["seeds"]]
 
 
-_VARS = ("excess_risk", "excess_risk_error", "excess_risk_gd", "excess_risk_gd_limit", "gd_stable", "sharpness", "threshold", "memorization", "memorization_optimal",
+_VARS = ("excess_risk", "excess_risk_error", "excess_risk_gd", "excess_risk_gd_limit", "gd_stable", "sharpness",
+         "threshold", "memorization", "memorization_optimal",
          "steps", "diverged", "final_loss")
 
 
@@ -559,7 +560,8 @@ def plot(ds, stem):
                 ax.legend(fontsize=4.5, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.22))
             else:
                 ax.legend(fontsize=5)
-        axes[0, 0].set_title(f"m={ds.attrs['width']}, n={ds.attrs['n']}, lr*steps={ds.attrs['horizon_lr_times_steps']:g}"
+        axes[0, 0].set_title(f"m={ds.attrs['width']}, n={ds.attrs['n']}, "
+                             f"lr*steps={ds.attrs['horizon_lr_times_steps']:g}"
                              f" (median, 10-90% over {ds.seed.size} seeds)", loc="left", fontsize=7)
         return P.save_figure(fig, ds, stem)
 

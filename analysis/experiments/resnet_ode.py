@@ -342,7 +342,8 @@ def plot(ds, stem):
                     if f"{var}_slope_upper" in ds:
                         lab_ += ", L>={}: {:.2f} [{:.2f}, {:.2f}]".format(
                             min(ds.attrs["upper_fit_depths"]),
-                            *(float(ds[f"{var}_{k}_upper"].sel(task=tk, init=i)) for k in ("slope", "ci_low", "ci_high")))
+                            *(float(ds[f"{var}_{k}_upper"].sel(task=tk, init=i))
+                              for k in ("slope", "ci_low", "ci_high")))
                     P.band(ax, L, P.positive(med), P.positive(np.nanmin(y, axis=1)),
                            P.positive(np.nanmax(y, axis=1)), marker="o", label=lab_)
                 ax.plot(L, 1.0 / L, "k:", lw=0.8, label=r"$L^{-1}$ (theory, tied/smooth)")
