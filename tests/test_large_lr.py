@@ -2,7 +2,9 @@ import numpy as np
 import pytest
 
 pytest.importorskip("torch")
+import rfdiff as rf  # noqa: E402
 from analysis.experiments import large_lr as L  # noqa: E402
+from rfdiff.run import run_serial  # noqa: E402
 
 
 def test_outer_gd_equals_closed_form():
@@ -13,25 +15,82 @@ def test_outer_gd_equals_closed_form():
     np.testing.assert_allclose(a1, a2, atol=1e-11)
 
 
+def test_outer_point_end_point_is_the_closed_form_iterate():
+    """The outer-only run by explicit full-batch GD (optimizer='gd') ends at the closed-form iterate:
+    its excess risk is the closed form's, at two learning rates (40 and 200 steps)."""
+    for lr in (0.5, 0.1):
+        r = L.point(lr=lr, t=0.2, seed=3, train="outer", width=20, horizon=20.0, optimizer="gd", n_samples=50)
+        assert r["gd_stable"] and not r["diverged"]
+        assert abs(r["excess_risk"] - r["excess_risk_gd"]) < 1e-10 * r["excess_risk"]
+        assert r["excess_risk_gd"] >= r["excess_risk_gd_limit"]
+
+
+def test_outer_limit_is_the_least_squares_solution():
+    x, p = L.training_set(20, 1, 1), L.init_params(30, 1, 1)
+    a_inf = L.outer_limit(p, x, 0.2)
+    G, c = L.outer_gram(p, x, 0.2)
+    m = 30
+    # stationary: the gradient 2 G a/m^2 - 2 c/m of R_n in a vanishes (to the rank cut)
+    g = 2 * G @ a_inf / m ** 2 - 2 * c / m
+    assert np.abs(g).max() < 1e-8 * np.abs(2 * c / m).max()
+    # and the closed-form GD iterate tends to it, for two stable learning rates
+    for lr in (0.05, 0.5):
+        gap = [np.abs(L.outer_closed_form(p, x, 0.2, lr, k) - a_inf).max() for k in (10, 100, 10 ** 4)]
+        assert gap[0] > gap[1] > gap[2] and gap[2] < 1e-8 * np.abs(a_inf).max()
+
+
 def test_hessian_vs_finite_difference_and_excess_vs_mc():
     x, p = L.training_set(20, 1, 0), L.init_params(30, 1, 0)
     pT, div, _ = L.sgd(p, x, 0.2, 0.1, 100, seed=0)
     assert not div
     mv, n = L.hessian_operator(pT, x, 0.2)
+    H = L.hessian_matrix(pT, x, 0.2)
     v = np.random.default_rng(0).standard_normal(n)
     th = np.concatenate([pT["a"][:, 0], pT["w"][:, 0], pT["b"]])
     un = lambda f: {"a": f[:30, None], "w": f[30:60, None], "b": f[60:]}  # noqa: E731
     h = 1e-6
     fd = (L.gradient(un(th + h * v), x, 0.2) - L.gradient(un(th - h * v), x, 0.2)) / (2 * h)
     np.testing.assert_allclose(mv(v), fd, atol=1e-7 * np.abs(fd).max() + 1e-9)
+    np.testing.assert_allclose(H @ v, fd, atol=1e-7 * np.abs(fd).max() + 1e-9)
+    # the closed-form Hessian equals the autograd one column by column, and gives the sharpness
+    Ha = np.stack([mv(e) for e in np.eye(n)], axis=1)
+    np.testing.assert_allclose(H, Ha, atol=1e-12 * np.abs(Ha).max())
+    assert abs(L.sharpness(pT, x, 0.2) - np.linalg.eigvalsh((Ha + Ha.T) / 2)[-1]) < 1e-12
     er, err = L.excess_risk(pT, x, 0.2)
     # Monte Carlo: 4e5 draws of p_t
     rng = np.random.default_rng(5)
-    risk = L.Risk(x, 0.2, mc_draws=400000, seed=5)
-    import rfdiff as rf
-    y = risk.mu * x[rng.integers(0, 20, 400000)] + risk.sigma * rng.standard_normal((400000, 1))
+    y = L.Risk(x, 0.2, mc_draws=10).mu * x[rng.integers(0, 20, 400000)]
+    y = y + L.Risk(x, 0.2, mc_draws=10).sigma * rng.standard_normal((400000, 1))
     e = np.sum((L.net(pT, y) - np.asarray(rf.Empirical(x).score_fn(rf.OU())(y, 0.2)).reshape(y.shape)) ** 2, 1)
     assert abs(e.mean() - er) < 4 * e.std() / np.sqrt(e.size)
+
+
+def test_d10_variant_monte_carlo_and_lanczos():
+    """d = 10: the excess risk is Monte Carlo (fixed draws, standard error); it agrees with an
+    independent Monte Carlo, and the Lanczos sharpness equals the dense eigenvalue."""
+    x, p = L.training_set(20, 10, 0), L.init_params(8, 10, 0)
+    er, se = L.excess_risk(p, x, 0.2, mc_draws=20000, seed=0)
+    er2, se2 = L.excess_risk(p, x, 0.2, mc_draws=20000, seed=1)
+    assert se > 0 and abs(er - er2) < 4 * np.hypot(se, se2)
+    mv, n = L.hessian_operator(p, x, 0.2, mc_draws=2000)
+    Hd = np.stack([mv(e) for e in np.eye(n)], axis=1)
+    assert abs(L.sharpness(p, x, 0.2, mc_draws=2000) - np.linalg.eigvalsh((Hd + Hd.T) / 2)[-1]) < 1e-6
+    r = L.point(lr=0.1, t=0.2, seed=0, width=8, d=10, horizon=1.0, n_samples=100)
+    assert not r["diverged"] and np.isfinite(r["excess_risk"]) and r["excess_risk_error"] > 0
+
+
+def test_tiny_experiment_data():
+    ds = run_serial(L.EXPERIMENT, "tiny")
+    assert int(ds.diverged.sum()) == 0
+    assert float(abs(ds.threshold - 2 / (ds.attrs["width"] * ds.lr)).max()) < 1e-12
+    assert bool((ds.steps == np.round(ds.attrs["horizon_lr_times_steps"] / ds.lr)).all())
+    assert np.all(ds.excess_risk > 0) and np.all(ds.sharpness > 0)
+    out = ds.sel(train="outer")
+    # the outer-only Hessian 2G/m^2 is fixed by the frozen features: the same at every lr
+    assert float(abs(out.sharpness / out.sharpness.isel(lr=0) - 1).max()) < 1e-10
+    # its limit is the least-squares optimum: below every finite-time iterate
+    assert np.all(out.excess_risk_gd_limit <= out.excess_risk_gd + 1e-12)
+    assert np.all(out.excess_risk_gd_limit <= out.excess_risk + 1e-12)
 
 
 def test_diverging_run_recorded():
@@ -39,9 +98,13 @@ def test_diverging_run_recorded():
     assert r["diverged"] and np.isnan(r["excess_risk"])
 
 
-@pytest.mark.parametrize("kw", [dict(lr=0.0), dict(lr=-1.0), dict(train="inner")])
-def test_bad_input(kw):
+@pytest.mark.parametrize("kw, name", [(dict(lr=0.0), "lr"), (dict(lr=-1.0), "lr"), (dict(lr=float("nan")), "lr"),
+                                      (dict(train="inner"), "train"), (dict(t=0.0), "t"),
+                                      (dict(width=0), "width"), (dict(n=1), "n"), (dict(d=0), "d"),
+                                      (dict(horizon=0.0), "horizon"), (dict(batch=0), "batch"),
+                                      (dict(optimizer="adam"), "optimizer"), (dict(optimizer="gd"), "optimizer")])
+def test_bad_input(kw, name):
     base = dict(lr=0.1, t=0.2, seed=0, train="all", width=10, n=20, d=1)
     base.update(kw)
-    with pytest.raises(ValueError, match="lr|train"):
+    with pytest.raises(ValueError, match=name):
         L.point(**base)

@@ -36,11 +36,13 @@ Measurements at the end of training:
   ``rf.ConvergenceError`` above ``quad_tol``). d > 1: Monte Carlo with
   ``mc_draws`` fixed draws (its standard error reported).
 - ``sharpness``: ``lambda_max`` of the Hessian of ``R_n`` in the trained
-  parameters (Lanczos, ``scipy.sparse.linalg.eigsh``, on Hessian-vector
-  products). d = 1: autograd HVP of the quadrature risk plus the kink terms the
+  parameters. d = 1: the largest eigenvalue of the closed-form Hessian
+  (:func:`hessian_matrix`) of the quadrature risk, including the kink terms the
   a.e. second derivative misses: ``d^2 s / d(w_j,b_j)^2 = (a_j/m) [y^2, y; y, 1] delta(w_j y + b_j)``,
   which adds ``2 p_t(y_j) r(y_j) a_j / (m |w_j|) [y_j^2, y_j; y_j, 1]`` at ``y_j = -b_j/w_j``,
-  ``r = s - s*``. d > 1: the Monte Carlo risk's autograd Hessian (kink terms omitted).
+  ``r = s - s*`` (:func:`hessian_operator`, autograd HVPs plus the same kink terms, is the
+  tests' reference). d > 1: Lanczos (``scipy.sparse.linalg.eigsh``) on the Monte Carlo
+  risk's autograd Hessian-vector products (kink terms omitted).
 - ``memorization``: the paper trains at one noise level, so there is no
   reverse-time sampler; we use the one-step Tweedie denoiser
   ``x_hat = (Y + sigma_t^2 s(Y)) / mu_t`` with ``Y ~ p_t`` (``n_samples`` draws)
@@ -248,10 +250,58 @@ def gradient(params, x, t, train="all") -> np.ndarray:
     return np.concatenate([gi.numpy().ravel() for gi in g])
 
 
+def hessian_matrix(params, x, t, train="all") -> np.ndarray:
+    """The Hessian of ``R_n`` (d = 1) in closed form, flattened ``[a, w, b]`` or ``[a]``.
+
+    With ``r = s - s*``, ``u_nj = 1[w_j y_n + b_j > 0]`` and the Jacobian
+    ``J_n = (1/m) [phi_nj, a_j u_nj y_n, a_j u_nj]_j`` at the quadrature nodes (weights ``omega_n``):
+
+        H = 2 J^T diag(omega) J + 2 sum_n omega_n r_n d^2 s(y_n) + kink terms,
+
+    where the only a.e. second derivatives of ``s`` are ``d^2 s/da_j dw_j = u_nj y_n/m`` and
+    ``d^2 s/da_j db_j = u_nj/m``, and the kink terms are those of the module docstring.
+    Independent of :func:`hessian_operator` (autograd), which the tests compare it with.
+    """
+    params = {k: np.asarray(v, dtype=float) for k, v in params.items()}
+    a, w, b = params["a"][:, 0], params["w"][:, 0], params["b"]
+    m = a.size
+    risk = Risk(x, t, kinks(params), 16)
+    y, om = risk.y[:, 0], risk.weights
+    h = np.outer(y, w) + b
+    u = (h > 0).astype(float)
+    phi = h * u
+    if train == "outer":
+        return 2 * (phi.T * om) @ phi / m ** 2
+    J = np.concatenate([phi, a * u * y[:, None], a * u], axis=1) / m
+    H = 2 * (J.T * om) @ J
+    r = (phi @ a / m) - risk.s_star[:, 0]
+    idx = np.arange(m)
+    caw = 2 * (om * r * y) @ u / m
+    cab = 2 * (om * r) @ u / m
+    H[idx, m + idx] += caw
+    H[m + idx, idx] += caw
+    H[idx, 2 * m + idx] += cab
+    H[2 * m + idx, idx] += cab
+    ok = w != 0
+    yj = np.where(ok, -b / np.where(ok, w, 1.0), 0.0)
+    rj = net(params, yj[:, None])[:, 0] - np.asarray(
+        rf.Empirical(np.asarray(x, dtype=float)).score_fn(rf.OU())(yj[:, None], float(t))).reshape(-1)
+    coef = np.where(ok, 2 * risk.density(yj) * rj * a / (m * np.abs(np.where(ok, w, 1.0))), 0.0)
+    H[m + idx, m + idx] += coef * yj ** 2
+    H[m + idx, 2 * m + idx] += coef * yj
+    H[2 * m + idx, m + idx] += coef * yj
+    H[2 * m + idx, 2 * m + idx] += coef
+    return H
+
+
 def sharpness(params, x, t, train="all", **kw) -> float:
-    """``lambda_max`` of the Hessian of ``R_n`` (Lanczos on :func:`hessian_operator`)."""
+    """``lambda_max`` of the Hessian of ``R_n``: d = 1 the largest eigenvalue of
+    :func:`hessian_matrix` (dense, LAPACK); d > 1 Lanczos on :func:`hessian_operator`."""
     from scipy.sparse.linalg import LinearOperator, eigsh
 
+    if np.asarray(params["a"]).shape[1] == 1:
+        H = hessian_matrix(params, x, t, train)
+        return float(np.linalg.eigvalsh((H + H.T) / 2)[-1])
     mv, p = hessian_operator(params, x, t, train, **kw)
     op = LinearOperator((p, p), matvec=mv, dtype=float)
     return float(eigsh(op, k=1, which="LA", tol=1e-8, v0=np.ones(p))[0][0])
@@ -279,6 +329,19 @@ def outer_closed_form(params, x, t, lr, steps) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         f = np.where(np.abs(lam * lr) > 1e-12, -np.expm1(steps * np.log1p(-lr * lam)) / lam, lr * steps)
     return a0 - V @ (f * (V.T @ g0))
+
+
+def outer_limit(params, x, t, rcond=1e-12) -> np.ndarray:
+    """The limit of :func:`outer_closed_form` as ``steps -> inf`` for every stable lr
+    (``lr * l_max < 2``): ``a_inf = a_0 - V diag(1/l) V^T g_0`` over ``l > rcond * l_max`` (the
+    minimum-norm-change least-squares solution; directions with ``l = 0`` keep ``a_0``)."""
+    a0 = np.asarray(params["a"], dtype=float)[:, 0]
+    G, c = outer_gram(params, x, t)
+    H = 2 * G / a0.size
+    lam, V = np.linalg.eigh(H)
+    keep = lam > rcond * lam.max()
+    f = np.where(keep, 1.0 / np.where(keep, lam, 1.0), 0.0)
+    return a0 - V @ (f * (V.T @ (H @ a0 - 2 * c)))
 
 
 def outer_gradient_descent(params, x, t, lr, steps) -> np.ndarray:
@@ -351,23 +414,50 @@ def memorization(params, x, t, n_samples=1000, seed=0) -> float:
 
 @point_function
 def point(*, lr: float, t: float, seed: int, train: str = "all", width: int = 1000, n: int = 20, d: int = 1,
-          horizon: float = 2500.0, batch: int = 50, n_samples: int = 1000, progress: bool = False) -> dict:
-    """One training run: SGD at learning rate ``lr`` for ``round(horizon/lr)`` steps (module docstring)."""
+          horizon: float = 2500.0, batch: int = 50, n_samples: int = 1000, optimizer: str = "sgd",
+          progress: bool = False) -> dict:
+    """One training run at learning rate ``lr`` for ``round(horizon/lr)`` steps (module docstring).
+
+    ``optimizer="sgd"`` (the experiment): SGD on fresh noise draws. ``"gd"`` (outer layer, d = 1
+    only; the check of the closed form): explicit full-batch gradient descent on the exact
+    (quadrature) risk, :func:`outer_gradient_descent`, whose end point is :func:`outer_closed_form`'s.
+    """
     _check(lr, t, seed, train, width, n, d)
-    if not (horizon > 0):
-        raise ValueError(f"horizon must be > 0, got {horizon!r}")
+    if not (isinstance(horizon, (int, float)) and math.isfinite(horizon) and horizon > 0):
+        raise ValueError(f"horizon must be a finite number > 0, got {horizon!r}")
+    if not isinstance(batch, (int, np.integer)) or isinstance(batch, bool) or batch < 1:
+        raise ValueError(f"batch must be an integer >= 1, got {batch!r}")
+    if optimizer not in ("sgd", "gd"):
+        raise ValueError(f"optimizer must be 'sgd' or 'gd', got {optimizer!r}")
+    if optimizer == "gd" and (train != "outer" or d != 1):
+        raise ValueError("optimizer='gd' (exact full-batch GD) is implemented for train='outer', d=1 only")
     steps = max(1, int(round(horizon / lr)))
     x = training_set(n, d, seed)
     p0 = init_params(width, d, seed)
-    pT, diverged, trace = sgd(p0, x, t, lr, steps, train, batch=batch, seed=seed, progress=progress)
+    if optimizer == "gd":
+        aT = outer_gradient_descent(p0, x, t, lr, steps)
+        diverged = not bool(np.all(np.isfinite(aT)) and np.abs(aT).max() < 1e8)
+        pT, trace = dict(p0, a=aT[:, None]), np.array([])
+    else:
+        pT, diverged, trace = sgd(p0, x, t, lr, steps, train, batch=batch, seed=seed, progress=progress)
     nan = float("nan")
     out = {"steps": steps, "diverged": bool(diverged), "threshold": 2.0 / (width * lr),
            "memorization_optimal": memorization(None, x, t, n_samples, seed),
            "final_loss": float(np.mean(trace[-5:])) if trace.size else nan}
     if diverged:
-        out.update(excess_risk=nan, excess_risk_error=nan, sharpness=nan, memorization=nan)
+        out.update(excess_risk=nan, excess_risk_error=nan, sharpness=nan, memorization=nan, gd_stable=False,
+                   excess_risk_gd=nan, excess_risk_gd_limit=nan)
         return out
     er, err = excess_risk(pT, x, t, tol=1e-6, seed=seed)
+    if train == "outer" and d == 1:
+        # the random-feature reference: full-batch GD on a in closed form, same lr and steps, and its limit
+        lmax = float(np.linalg.eigvalsh(2 * outer_gram(p0, x, t)[0] / width)[-1])
+        out["gd_stable"] = bool(lr * lmax < 2)
+        a_gd = outer_closed_form(p0, x, t, lr, steps) if out["gd_stable"] else None
+        out["excess_risk_gd"] = excess_risk(dict(p0, a=a_gd[:, None]), x, t, tol=1e-6)[0] if out["gd_stable"] else nan
+        out["excess_risk_gd_limit"] = excess_risk(dict(p0, a=outer_limit(p0, x, t)[:, None]), x, t, tol=1e-6)[0]
+    else:
+        out.update(gd_stable=False, excess_risk_gd=nan, excess_risk_gd_limit=nan)
     out.update(excess_risk=er, excess_risk_error=err, sharpness=sharpness(pT, x, t, train, seed=seed),
                memorization=memorization(pT, x, t, n_samples, seed))
     return out
@@ -376,8 +466,8 @@ def point(*, lr: float, t: float, seed: int, train: str = "all", width: int = 10
 _BASE = dict(n=20, d=1, batch=50, lrs=[0.5, 0.1, 0.05, 0.01], ts=[0.2, 0.05], trains=["all", "outer"])
 PRESETS = {
     "tiny": dict(_BASE, width=20, horizon=1.0, lrs=[0.5, 0.1], ts=[0.2], seeds=[0, 1], n_samples=200),
-    # quick: width 100 and horizon 20 (lr*steps) instead of 1000 and 2500, to fit minutes on 2 cores
-    "quick": dict(_BASE, width=100, horizon=20.0, seeds=[0, 1, 2, 3, 4], n_samples=1000),
+    # quick: width 100 and horizon 50 (lr*steps) instead of 1000 and 2500, to fit minutes on 2 shared cores
+    "quick": dict(_BASE, width=100, horizon=50.0, seeds=[0, 1, 2, 3, 4], n_samples=1000),
     "full": dict(_BASE, width=1000, horizon=2500.0, seeds=list(range(30)), n_samples=1000),
 }
 
@@ -388,7 +478,8 @@ def tasks(p: dict) -> list:
             for tr in p["trains"] for t in p["ts"] for lr in p["lrs"] for s in p["seeds"]]
 
 
-_VARS = ("excess_risk", "excess_risk_error", "sharpness", "threshold", "memorization", "memorization_optimal",
+_VARS = ("excess_risk", "excess_risk_error", "excess_risk_gd", "excess_risk_gd_limit", "gd_stable", "sharpness",
+         "threshold", "memorization", "memorization_optimal",
          "steps", "diverged", "final_loss")
 
 
@@ -436,7 +527,7 @@ def plot(ds, stem):
     from .. import plotting as P
 
     with P.style():
-        fig, axes = P.subplots(3, 1, height=7.0)
+        fig, axes = P.subplots(3, 1, height=8.0)
         lr = ds.lr.values
         for row, (var, lab) in enumerate((("excess_risk", r"excess risk $R_n(\theta)-R_n(s^*)$"),
                                           ("sharpness", r"sharpness $\lambda_{max}$"),
@@ -448,18 +539,30 @@ def plot(ds, stem):
                     med = np.nanmedian(y, axis=1)
                     lo, hi = np.nanquantile(y, 0.1, axis=1), np.nanquantile(y, 0.9, axis=1)
                     P.band(ax, lr, med, lo, hi, marker="o", ls=ls, label=f"{tr}, t={t:g}")
+            if var == "excess_risk" and "outer" in ds.train.values:
+                for t, col in zip(ds.t.values, ("C4", "C5", "C6")):
+                    ref = ds.excess_risk_gd.sel(train="outer", t=t).values
+                    lim = ds.excess_risk_gd_limit.sel(train="outer", t=t).values
+                    ax.plot(lr, np.nanmedian(ref, axis=1), "x", color=col, ms=4,
+                            label=f"outer closed-form GD, same lr and steps, t={t:g}")
+                    ax.axhline(float(np.nanmedian(lim)), color=col, lw=0.6, ls="-.",
+                               label=f"outer closed-form GD limit (every stable lr), t={t:g}")
             if var == "sharpness":
                 ax.plot(lr, 2 / (ds.attrs["width"] * lr), "k:", label=r"$2/(m\,\eta)$")
             if var == "memorization":
                 for t in ds.t.values:
                     ax.axhline(float(np.nanmean(ds.memorization_optimal.sel(t=t, train=ds.train.values[0]))),
-                               color="gray", lw=0.6, ls=":")
+                               color="gray", lw=0.6, ls=":", label=f"$s^*$, t={t:g}")
             ax.set(xscale="log", xlabel=r"learning rate $\eta$", ylabel=lab)
             if var != "memorization":
                 ax.set_yscale("log")
-            ax.legend(fontsize=5)
-        axes[0, 0].set_title(f"m={ds.attrs['width']}, n={ds.attrs['n']}, lr*steps={ds.attrs['horizon_lr_times_steps']:g}"
-                             " (median, 10-90% over seeds)", loc="left", fontsize=7)
+            if var == "excess_risk":
+                ax.legend(fontsize=4.5, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.22))
+            else:
+                ax.legend(fontsize=5)
+        axes[0, 0].set_title(f"m={ds.attrs['width']}, n={ds.attrs['n']}, "
+                             f"lr*steps={ds.attrs['horizon_lr_times_steps']:g}"
+                             f" (median, 10-90% over {ds.seed.size} seeds)", loc="left", fontsize=7)
         return P.save_figure(fig, ds, stem)
 
 
