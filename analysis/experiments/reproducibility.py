@@ -81,7 +81,8 @@ PRESETS = {
                  n_steps=48, mlp_width=32, mlp_steps=150, n_score_time=6, n_score_mc=256,
                  n_keep=50),
     "quick": dict(_BASE, models=list(MODELS), d=16, r_values=[2, 4, 7], N_values=_n_grid(2, 320, 7), seeds=[0, 1],
-                  n_eps=8, n_steps=64, mlp_width=64, mlp_steps=1000),
+                  m=256, n_eps=8, n_steps=64, mlp_width=64, mlp_steps=800, mlp_batch=128, n_score_time=10,
+                  n_score_mc=512),
     "full": dict(_BASE, models=list(MODELS), d=48, r_values=[2, 4, 7], N_values=_n_grid(2, 960, 12), seeds=[0, 1, 2], m=4096,
                  n_eps=8, n_time=32, n_samples=2000, mlp_width=256, mlp_steps=6000, n_score_mc=4096),
 }
@@ -444,12 +445,19 @@ def _readoffs(ds) -> dict:
             nearer = (np.nanmean(ds[f"dist_to_true{suf}"].sel(sel).values, axis=1)
                       < np.nanmean(ds[f"dist_to_empirical{suf}"].sel(sel).values, axis=1))
             first = float(Ns[np.argmax(nearer)]) if nearer.any() else np.nan
+            err = np.nanmean(ds[f"score_error{suf}"].sel(sel).values, axis=1)
+            err_emp = (np.nanmean(ds.score_error.sel(r=r, model="empirical").values, axis=1)
+                       if "empirical" in ds.model.values else np.full(len(Ns), np.nan))
+            beats = err < err_emp
             out[f"{key}_r{int(r)}"] = {"rp_min": float(mean[j]), "N_at_rp_min": float(Ns[j]),
                                        "rp_range": [float(np.nanmin(mean)), float(np.nanmax(mean))],
                                        "dip": dip, "N_max_pair_distance": float(Ns[int(np.nanargmax(med))]),
                                        "max_median_pair_distance": float(np.nanmax(med)),
                                        "first_N_nearer_true": first,
-                                       "first_N_nearer_true_over_r": first / float(r)}
+                                       "first_N_nearer_true_over_r": first / float(r),
+                                       "score_error_at_N_max": float(err[-1]),
+                                       "N_model_score_beats_empirical":
+                                           [float(n) for n in Ns[beats]] if beats.any() else "none"}
     return out
 
 
