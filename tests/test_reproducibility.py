@@ -152,3 +152,12 @@ def test_bad_inputs(kw, name):
     args.update(kw)
     with pytest.raises(ValueError, match=rf"^{name} must"):
         R.point(**args)
+
+
+def test_presets_cover_the_issue_grid():
+    for name in ("quick", "full"):
+        p = R.PRESETS[name]
+        assert p["n_samples"] >= 1000 and p["N_values"][0] == 2 and p["N_values"][-1] >= 20 * p["d"]
+        assert set(p["r_values"]) == {2, 4, 7} and all(p["K"] * r <= p["d"] for r in p["r_values"])
+        assert sorted(p["models"]) == sorted(R.MODELS)
+    assert 8 <= R.PRESETS["quick"]["d"] <= 16 and R.PRESETS["full"]["d"] == 48

@@ -476,7 +476,9 @@ def plot(ds, stem):
     fams = _families(ds)
     colors = {"rf": P.COLORS[0], "mlp": P.COLORS[1], "empirical": P.COLORS[7], "true": P.COLORS[2]}
     style = lambda mod, suf: dict(color=colors[mod], ls="--" if suf else "-",  # noqa: E731
-                                  marker="s" if mod in ("empirical", "true") else "o")
+                                  marker={"empirical": "s", "true": "D"}.get(mod, "o"),
+                                  markersize=5 if mod == "empirical" else 3,
+                                  markerfacecolor="none" if mod == "empirical" else None)
     with P.style() as plt:
         fig = plt.figure(figsize=(P.TEXT_WIDTH, 9.6), constrained_layout=True)
         ax = fig.subplot_mosaic([["A"] * 3 + ["B"] * 3, ["C"] * 3 + ["D"] * 3, ["E"] * 3 + ["F"] * 3,
