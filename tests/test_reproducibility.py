@@ -161,3 +161,11 @@ def test_presets_cover_the_issue_grid():
         assert set(p["r_values"]) == {2, 4, 7} and all(p["K"] * r <= p["d"] for r in p["r_values"])
         assert sorted(p["models"]) == sorted(R.MODELS)
     assert 8 <= R.PRESETS["quick"]["d"] <= 16 and R.PRESETS["full"]["d"] == 48
+
+
+def test_plot_writes_the_numbers_behind_it(tiny, tmp_path):
+    import xarray as xr
+    paths = R.plot(tiny, tmp_path / "reproducibility")
+    back = xr.load_dataset([p for p in paths if str(p).endswith(".nc")][0])
+    np.testing.assert_array_equal(back.rp.values, tiny.rp.values)
+    assert set(R.summary(tiny)) == {"rf_r2", "rf_early_r2", "mlp_r2"}
