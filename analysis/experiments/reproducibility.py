@@ -395,7 +395,7 @@ def reduce(p: dict, results: list):
               "dist_to_empirical_early"):
         ds[f"{k}_mean"] = ds[k].mean("seed")
         ds[f"{k}_sem"] = ds[k].std("seed", ddof=1) / np.sqrt(len(seeds)) if len(seeds) > 1 else ds[k].mean("seed") * np.nan
-    ds = ds.transpose("r", "N", "seed", "model", ...)
+    ds = _compact(ds.transpose("r", "N", "seed", "model", ...))
     attrs = {"figure": NAME, "target": f"block low-rank mixture, d={p['d']}, K={p['K']}, r in {rs}",
              "distance_unit": "sqrt(E|x|^2) = sqrt(r)", "threshold": p["threshold"],
              "gl_criterion": f"copy = nearest/second-nearest training distance < {p['copy_ratio']:.4g}",
@@ -406,6 +406,14 @@ def reduce(p: dict, results: list):
              "seconds_total": float(ds.seconds.sum())}
     ds.attrs.update(c.netcdf_attrs(attrs))
     ds.attrs.update(c.netcdf_attrs(_readoffs(ds), prefix="found_"))
+    return ds
+
+
+def _compact(ds):
+    """The per-draw arrays (pair distances, projected samples) in float32: they are for the
+    histograms and scatter plots; every fraction and median is computed in float64 first."""
+    for k in ("pair_distances", "pair_distances_early", "samples_a", "samples_b", "train_proj"):
+        ds[k] = ds[k].astype(np.float32)
     return ds
 
 
