@@ -17,7 +17,7 @@ import pytest
 xr = pytest.importorskip("xarray")
 
 from analysis import figures as F  # noqa: E402
-from rfdiff.cache import Cache  # noqa: E402
+from rfdiff.run.cache import Cache  # noqa: E402
 from rfdiff.io import load_dataset, read_provenance  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]

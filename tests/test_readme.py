@@ -25,7 +25,7 @@ def test_readme_example_runs(capsys):
 def test_readme_sweep_config_runs(tmp_path):
     """The README's sweep config loads (its function exists and takes these parameters) and
     one of its points runs (issue 21 item 8: the documented function did not exist)."""
-    from rfdiff.sweep import load_config, run_sweep, sweep_status
+    from rfdiff.run import load_config, run_sweep, sweep_status
 
     block = re.search(r"```toml\n(.*?)```", README.read_text(), re.S).group(1)
     cfg_path = tmp_path / "sweep.toml"

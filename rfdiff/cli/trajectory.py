@@ -8,11 +8,12 @@ with provenance) and, optionally, a plot.
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
 
-from . import _validate as v
+from .. import _validate as v
 
 DEFAULTS = {"target": "two_modes", "mu": 3.0, "q1": 0.5, "n": 1000, "data_seed": 0, "m": 256,
             "activation": "relu", "seed": 0, "t_min": 1e-3, "T": 8.0, "weighting": "sigma2",
@@ -23,6 +24,31 @@ _TYPES = {"target": str, "mu": float, "q1": float, "n": int, "data_seed": int, "
           "activation": str, "seed": int, "t_min": float, "T": float, "weighting": str,
           "n_time": int, "taus": str, "metrics": list, "tol": float, "backend": str, "out": str,
           "plot": str}
+
+
+@dataclass(frozen=True)
+class TrajectorySection:
+    """The ``[trajectory]`` table of ``rfdiff trajectory --config``: the flags' names and types
+    (read by :func:`rfdiff.run.config.read_config`; unknown sections and keys are refused)."""
+
+    target: str | None = None
+    mu: float | None = None
+    q1: float | None = None
+    n: int | None = None
+    data_seed: int | None = None
+    m: int | None = None
+    activation: str | None = None
+    seed: int | None = None
+    t_min: float | None = None
+    T: float | None = None
+    weighting: str | None = None
+    n_time: int | None = None
+    taus: str | None = None
+    metrics: list[str] | None = None
+    tol: float | None = None
+    backend: str | None = None
+    out: str | None = None
+    plot: str | None = None
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -39,35 +65,31 @@ def parse_taus(spec: str) -> np.ndarray:
     """``"start:stop:count"`` -> log-spaced taus (start, stop > 0; count >= 1)."""
     parts = str(spec).split(":")
     if len(parts) != 3:
-        raise ValueError(f"taus must be 'start:stop:count', got {spec!r}")
-    lo = v.positive("taus start", float(parts[0]))
-    hi = v.positive("taus stop", float(parts[1]))
-    count = v.positive_int("taus count", int(parts[2]))
+        raise ValueError(f"taus must be 'start:stop:count' (--taus), got {spec!r}")
+    nums = []
+    for what, text, kind in (("start", parts[0], float), ("stop", parts[1], float),
+                             ("count", parts[2], int)):
+        try:
+            nums.append(kind(text))
+        except ValueError:
+            noun = "a positive integer" if kind is int else "a number"
+            raise ValueError(f"taus {what} (--taus start:stop:count) must be {noun}, "
+                             f"got {text!r}") from None
+    lo = v.positive("taus start", nums[0])
+    hi = v.positive("taus stop", nums[1])
+    count = v.positive_int("taus count", nums[2])
     return np.logspace(np.log10(lo), np.log10(hi), count)
 
 
 def _params(args) -> dict:
     params = dict(DEFAULTS)
     if args.config:
-        from .sweep.config import tomllib     # tomllib, or tomli on Python 3.10
+        from ..run.config import read_config
 
-        try:
-            table = tomllib.loads(Path(args.config).read_text()).get("trajectory")
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise ValueError(f"{args.config}: cannot read config: {exc}") from None
-        if not isinstance(table, dict):
-            raise ValueError(f"{args.config}: needs a [trajectory] table")
-        for key, val in table.items():
-            if key not in DEFAULTS:
-                raise ValueError(f"{args.config}: [trajectory].{key}: unknown key "
-                                 f"(allowed: {', '.join(DEFAULTS)})")
-            typ = _TYPES[key]
-            if typ is float and isinstance(val, int) and not isinstance(val, bool):
-                val = float(val)
-            if not isinstance(val, typ) or isinstance(val, bool):
-                raise ValueError(f"{args.config}: [trajectory].{key}: expected {typ.__name__}, "
-                                 f"got {val!r}")
-            params[key] = val
+        table = read_config(args.config, {"trajectory": TrajectorySection},
+                            required=("trajectory",))[0]["trajectory"]
+        params.update({f.name: getattr(table, f.name) for f in fields(table)
+                       if getattr(table, f.name) is not None})
     for key in DEFAULTS:
         val = getattr(args, key, None)
         if val is not None:
@@ -77,10 +99,14 @@ def _params(args) -> dict:
 
 def run(args) -> int:
     import rfdiff as rf
-    from .backend import get_backend
-    from .trajectory import save, trajectory
+    from ..backend import get_backend
+    from ..run.cache import check_writable_file
+    from ..trajectory import save, trajectory
 
     p = _params(args)
+    check_writable_file(p["out"], "--out")        # before any work: one line, exit 2
+    if p["plot"]:
+        check_writable_file(p["plot"], "--plot")
     if p["target"] != "two_modes":
         raise ValueError(f"target must be 'two_modes', got {p['target']!r}")
     target = rf.two_modes(p["mu"], p["q1"])
@@ -96,7 +122,15 @@ def run(args) -> int:
     taus = parse_taus(p["taus"])
     ds = trajectory(sm, taus, target, metrics=p["metrics"], tol=v.positive("tol", p["tol"]),
                     seeds={"data_seed": p["data_seed"]})
-    save(ds, p["out"])
+    try:
+        save(ds, p["out"])
+    except OSError as exc:                            # the path went bad while computing
+        import tempfile
+
+        rescue = Path(tempfile.mkdtemp(prefix="rfdiff-trajectory-")) / Path(p["out"]).name
+        save(ds, rescue)
+        raise ValueError(f"--out {p['out']}: cannot write ({exc.strerror or exc}); "
+                         f"the result is saved in {rescue}") from None
     print(f"wrote {p['out']}: {len(taus)} taus x {len(p['metrics'])} metrics")
     if p["plot"]:
         _plot(ds, p["metrics"], p["plot"])
