@@ -3,7 +3,10 @@
 Builds the target, samples the training set, assembles the score-matching
 problem, solves the flow once and evaluates the chosen metrics at every tau
 (:func:`rfdiff.trajectory.trajectory`); writes the labelled result (netCDF
-with provenance) and, optionally, a plot.
+with provenance) and, optionally, a plot. The config is read by the one strict
+reader (:func:`rfdiff.run.config.read_config`) and the computation is one
+point of :mod:`rfdiff.run`'s runner (:func:`trajectory_point`, cached by
+parameters and code version).
 """
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import _validate as v
+from ..run.experiment import point_function
 
 DEFAULTS = {"target": "two_modes", "mu": 3.0, "q1": 0.5, "n": 1000, "data_seed": 0, "m": 256,
             "activation": "relu", "seed": 0, "t_min": 1e-3, "T": 8.0, "weighting": "sigma2",
@@ -59,6 +63,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
             continue
         p.add_argument(f"--{key.replace('_', '-')}", dest=key, type=_TYPES[key],
                        help=f"default: {default}")
+    p.add_argument("--cache-dir", metavar="DIR",
+                   help="result cache (default: $RFDIFF_CACHE_DIR or ./.rfdiff_cache); a rerun "
+                        "with the same parameters and code reads the trajectory from it")
+    p.add_argument("--no-cache", action="store_true", help="recompute and do not store")
 
 
 def parse_taus(spec: str) -> np.ndarray:
@@ -97,11 +105,38 @@ def _params(args) -> dict:
     return params
 
 
-def run(args) -> int:
+@point_function
+def trajectory_point(*, target: str, mu: float, q1: float, n: int, data_seed: int, m: int,
+                     activation: str, seed: int, t_min: float, T: float, weighting: str,
+                     n_time: int | None, taus: str, metrics: list, tol: float,
+                     backend: str = "numpy"):
+    """One closed-form trajectory (:func:`rfdiff.trajectory.trajectory`) as a labelled Dataset:
+    what ``rfdiff trajectory`` computes, as one cached point of :mod:`rfdiff.run`'s runner."""
     import rfdiff as rf
+
     from ..backend import get_backend
+    from ..trajectory import trajectory
+
+    if target != "two_modes":
+        raise ValueError(f"target must be 'two_modes', got {target!r}")
+    tgt = rf.two_modes(mu, q1)
+    x = tgt.sample(v.positive_int("n", n), seed=data_seed)
+    model = rf.RandomFeatureScore(m=m, activation=activation, seed=seed)
+    sm = rf.ScoreMatching(model, x, t_min=t_min, T=T, weighting=weighting, n_time=n_time,
+                          backend=get_backend(backend))
+    return trajectory(sm, parse_taus(taus), tgt, metrics=metrics, tol=v.positive("tol", tol),
+                      seeds={"data_seed": data_seed})
+
+
+def run(args) -> int:
+    import sys
+    import tempfile
+
+    from ..backend import get_backend
+    from ..run import Cache, cache_key, spec_of
     from ..run.cache import check_writable_file
-    from ..trajectory import save, trajectory
+    from ..run.runner import PointJob, run_points
+    from ..trajectory import save
 
     p = _params(args)
     check_writable_file(p["out"], "--out")        # before any work: one line, exit 2
@@ -109,29 +144,41 @@ def run(args) -> int:
         check_writable_file(p["plot"], "--plot")
     if p["target"] != "two_modes":
         raise ValueError(f"target must be 'two_modes', got {p['target']!r}")
-    target = rf.two_modes(p["mu"], p["q1"])
-    n = v.positive_int("n", p["n"])
-    x = target.sample(n, seed=p["data_seed"])
-    model = rf.RandomFeatureScore(m=p["m"], activation=p["activation"], seed=p["seed"])
+    taus = parse_taus(p["taus"])
+    v.positive("tol", p["tol"])
     try:
-        backend = get_backend(p["backend"])
+        get_backend(p["backend"])
     except (ImportError, RuntimeError) as exc:      # no CuPy, or no usable GPU: a usage error here
         raise ValueError(f"backend: {exc}") from None
-    sm = rf.ScoreMatching(model, x, t_min=p["t_min"], T=p["T"], weighting=p["weighting"],
-                          n_time=p["n_time"], backend=backend)
-    taus = parse_taus(p["taus"])
-    ds = trajectory(sm, taus, target, metrics=p["metrics"], tol=v.positive("tol", p["tol"]),
-                    seeds={"data_seed": p["data_seed"]})
+    params = {k: p[k] for k in DEFAULTS if k not in ("out", "plot")}
+    spec = spec_of(trajectory_point)
+    tmp = tempfile.mkdtemp(prefix="rfdiff-nocache-") if getattr(args, "no_cache", False) else None
+    cache = Cache(tmp or getattr(args, "cache_dir", None))
+    job = PointJob(spec, params, cache_key(spec, params), {"trajectory": p["out"]})
+    report = run_points([job], cache, name="trajectory", serial=True, progress=False)
+    if report.failed:
+        f = report.failed[0]
+        cache.clear_failure(job.key)
+        kind, _, message = f.error.partition(": ")
+        if kind in ("ValueError", "ConfigError", "TypeError"):   # bad input: one line, exit 2
+            raise ValueError(message or f.error)
+        print(f"rfdiff trajectory: {f.error}\n{f.traceback}", file=sys.stderr)
+        return 1
+    store = Cache(report.rescued[0]) if report.rescued else cache
+    ds = store.get(job.key)
+    if tmp:
+        ds = ds.load()
+        import shutil
+        shutil.rmtree(tmp, ignore_errors=True)
     try:
         save(ds, p["out"])
     except OSError as exc:                            # the path went bad while computing
-        import tempfile
-
-        rescue = Path(tempfile.mkdtemp(prefix="rfdiff-trajectory-")) / Path(p["out"]).name
-        save(ds, rescue)
         raise ValueError(f"--out {p['out']}: cannot write ({exc.strerror or exc}); "
-                         f"the result is saved in {rescue}") from None
-    print(f"wrote {p['out']}: {len(taus)} taus x {len(p['metrics'])} metrics")
+                         f"the result is in the cache {store.root}: rerun with a writable "
+                         f"--out") from None
+    src = "from the cache, " if report.cached else ""
+    print(f"wrote {p['out']}: {len(taus)} taus x {len(p['metrics'])} metrics ({src}key "
+          f"{job.key[:12]})")
     if p["plot"]:
         _plot(ds, p["metrics"], p["plot"])
         print(f"wrote {p['plot']}")
