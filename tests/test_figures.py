@@ -250,7 +250,7 @@ def test_snippet(runs, workdir, cache):
         assert f"{name.replace('-', '_')}_tiny.png" in text
 
 
-_TIMINGS = ("seconds", "seconds_total", "seconds_compute", "cpu_seconds_compute", "provenance",
+_TIMINGS = ("seconds", "seconds_total", "seconds_compute", "cpu_seconds_compute", "provenance", "timestamp",
             "points_cached")
 
 
