@@ -1,19 +1,17 @@
-"""The figure registry: name -> experiment module (compute, plot, presets).
+"""The figure registry: name -> experiment module, run through the one runner of rfdiff.run.
 
-Each figure is one module of :mod:`analysis.experiments` with
+Each figure is one module of :mod:`analysis.experiments` that defines
+``EXPERIMENT`` (:class:`rfdiff.run.Experiment`: presets, tasks, reduce, plot,
+summary). :func:`make` runs one figure as a sweep would: every task of the
+experiment is a point, cached by content (function, parameters, code
+version; a rerun with the same parameters recomputes nothing, a killed run
+resumes), computed in this process, in local worker processes (``jobs``) or
+on Dask (``cluster="local"``, ``scheduler=ADDRESS``), then reduced, given
+its provenance (parameters, seeds, versions, git revision), plotted and saved.
 
-- ``PRESETS``: ``{"tiny": ..., "quick": ..., "full": ...}`` parameter dicts
-  (tiny: tests, seconds; quick: the README's figures, a few minutes for all
-  of them on 2 CPU cores; full: paper size);
-- ``compute(params) -> xarray.Dataset``: pure, deterministic given params;
-- ``plot(ds, stem)``: writes ``<stem>.png``, ``<stem>.pdf``, ``<stem>.nc``;
-- ``summary(ds) -> dict``: the headline numbers (printed by the CLI).
-
-:func:`make` runs one figure: the dataset comes from the content-addressed
-cache (:func:`rfdiff.cache.cached`, keyed by figure name, parameters and code
-version; a rerun with the same parameters recomputes nothing), gets its
-provenance (parameters, seeds, versions, git revision) attached, and is
-plotted and saved.
+TEMPORARY (removed once kl_dynamics, modes_shift and memorization_time are
+ported): a module with only ``compute(params) -> Dataset`` runs as ONE point
+of the registered :func:`legacy_figure` (see :func:`experiment_of`).
 """
 from __future__ import annotations
 
@@ -23,8 +21,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rfdiff.run import Experiment, Task, point_function
+
 __all__ = ["FIGURES", "PRESET_NAMES", "Figure", "FigureRun", "get", "compute", "make", "make_all",
-           "threads", "write_snippet"]
+           "threads", "write_snippet", "experiment_of"]
 
 PRESET_NAMES = ("tiny", "quick", "full")
 
@@ -38,15 +38,10 @@ def threads(n: int | None = 1):
     return _threads(n)
 
 
-def write_snippet(*args, **kwargs):
-    """The README snippet (:func:`analysis.experiments._report.write_snippet`)."""
-    from analysis.experiments._report import write_snippet as _write
-    return _write(*args, **kwargs)
-
-
 def set_threads(n: int | None) -> None:
     """Threads for figure computations (``None``: leave numba's and torch's defaults)."""
     _THREADS[0] = n
+
 
 #: figure name -> module under analysis.experiments (in the order ``figures`` makes them)
 FIGURES = {
@@ -71,6 +66,10 @@ class Figure:
     @property
     def presets(self) -> dict:
         return self.module.PRESETS
+
+    @property
+    def experiment(self) -> Experiment:
+        return experiment_of(self)
 
     def params(self, preset: str = "quick", overrides: dict | None = None) -> dict:
         if preset not in self.presets:
@@ -102,148 +101,151 @@ def get(name: str) -> Figure:
     return Figure(key, importlib.import_module(f"analysis.experiments.{FIGURES[key]}"))
 
 
-def _compute_entry(figure: str, params: dict):
-    """Cache entry point: compute the dataset and attach its provenance."""
-    from rfdiff.io import attach_provenance
-    from rfdiff.provenance import provenance
+# --------------------------------------------------------------------------- TEMPORARY fallback
 
-    fig = get(figure)
-    t0, c0 = time.perf_counter(), time.process_time()
-    with threads(_THREADS[0]):
-        if hasattr(fig.module, "EXPERIMENT"):      # ported to the protocol of rfdiff.run
-            from rfdiff.run import run_params
-            ds = run_params(fig.module.EXPERIMENT, params)
-        else:
-            ds = fig.module.compute(params)
-    ds.attrs["seconds_compute"] = time.perf_counter() - t0
-    ds.attrs["cpu_seconds_compute"] = time.process_time() - c0
-    ds.attrs["threads"] = "library defaults" if _THREADS[0] is None else int(_THREADS[0])
-    ds.attrs["preset_params_json"] = _json(params)
-    return attach_provenance(ds, provenance({"figure": figure, **params}, seeds=_seeds(params)))
+@point_function
+def legacy_figure(*, figure: str, params: dict):
+    """TEMPORARY: a not yet ported figure's whole ``compute(params)`` as one point (a Dataset)."""
+    return get(figure).module.compute(params)
 
+
+def experiment_of(fig: Figure) -> Experiment:
+    """The figure's ``EXPERIMENT``; TEMPORARY: for a module with only ``compute``, an
+    Experiment of one :func:`legacy_figure` point whose reduction is that point's Dataset."""
+    exp = getattr(fig.module, "EXPERIMENT", None)
+    if exp is not None:
+        return exp
+    m = fig.module
+    return Experiment(name=fig.name, title=fig.title, presets=m.PRESETS,
+                      tasks=lambda p: [Task(legacy_figure, {"figure": fig.name, "params": p})],
+                      reduce=lambda p, results: results[0], plot=m.plot,
+                      summary=getattr(m, "summary", None))
+
+
+# --------------------------------------------------------------------------- running
 
 def _json(obj) -> str:
     from rfdiff.io import canonical_json
     return canonical_json(obj)
 
 
-def _seeds(params: dict) -> dict:
-    """Every parameter whose name says it is a seed (nested ones included)."""
-    out = {}
+def _engine(jobs: int = 1, cluster: str | None = None, scheduler: str | None = None) -> dict:
+    """Executor arguments of :func:`rfdiff.run.run_experiments`: ``jobs`` local processes
+    (1: in this process), or Dask (``cluster="local"`` with ``jobs`` workers, ``scheduler``)."""
+    if cluster is not None or scheduler is not None:
+        return {"cluster": cluster, "scheduler": scheduler, "workers": jobs}
+    if jobs <= 1:
+        return {"serial": True}
+    return {"workers": jobs, "threads": _THREADS[0] or None}
 
-    def walk(d, prefix):
-        for k, v in d.items():
-            if isinstance(v, dict):
-                walk(v, f"{prefix}{k}.")
-            elif "seed" in k:
-                out[f"{prefix}{k}"] = v
-    walk(params, "")
-    return out
+
+def _finish(fig: Figure, preset: str, params: dict, ds, report, seconds: float):
+    ds.attrs["seconds_compute"] = seconds
+    ds.attrs["threads"] = "library defaults" if _THREADS[0] is None else int(_THREADS[0])
+    ds.attrs["preset_params_json"] = _json(params)
+    ds.attrs["points_total"] = report.total
+    ds.attrs["points_cached"] = report.cached
+    return ds
 
 
 def compute(name: str, preset: str = "quick", *, cache=None, overrides: dict | None = None,
-            use_cache: bool = True):
-    """``(dataset, seconds, cache_hit)`` of figure ``name`` at ``preset``."""
-    from rfdiff.cache import Cache, cache_key, cached
+            use_cache: bool = True, jobs: int = 1, cluster: str | None = None,
+            scheduler: str | None = None, progress: bool = False):
+    """``(dataset, seconds, cache_hit)`` of figure ``name`` at ``preset`` (through the runner)."""
+    from rfdiff.run import run_experiment
 
     fig = get(name)
     params = fig.params(preset, overrides)
-    args = {"figure": fig.name, "params": params}
     t0 = time.perf_counter()
-    if not use_cache:
-        ds = _compute_entry(**args)
-        return ds, time.perf_counter() - t0, False
-    cache = cache if cache is not None else Cache()
-    key_name = f"analysis.figures:{fig.name}"
-    hit = cache.has(cache_key(key_name, args))
-    ds = cached(_compute_entry, args, cache, name=key_name)
-    return ds, time.perf_counter() - t0, hit
+    with threads(_THREADS[0]):
+        ds, report = run_experiment(fig.experiment, params, preset, cache=cache,
+                                    use_cache=use_cache, progress=progress,
+                                    **_engine(jobs, cluster, scheduler))
+    secs = time.perf_counter() - t0
+    hit = use_cache and report.cached == report.total
+    return _finish(fig, preset, params, ds, report, secs), secs, hit
+
+
+def _stem(fig: Figure, preset: str, stem: str | None) -> str:
+    return stem or fig.name.replace("-", "_") + ("" if preset == "quick" else f"_{preset}")
+
+
+def _check_out(out) -> None:
+    from rfdiff.run.cache import check_writable_dir
+    check_writable_dir(out, "--out")
+
+
+def _draw(fig: Figure, preset: str, ds, out, stem, secs, hit, t0) -> FigureRun:
+    try:
+        paths = fig.experiment.plot(ds, Path(out) / _stem(fig, preset, stem))
+    except OSError as exc:
+        raise ValueError(f"--out {out}: cannot write the figure ({exc.strerror or exc}); its "
+                         "points are in the cache: rerun with a writable --out") from None
+    summary = fig.experiment.summary(ds) if fig.experiment.summary else {}
+    return FigureRun(fig.name, preset, ds, [Path(p) for p in paths], secs,
+                     time.perf_counter() - t0, hit, summary)
 
 
 def make(name: str, preset: str = "quick", out="figures", *, cache=None, overrides: dict | None = None,
-         use_cache: bool = True, stem: str | None = None) -> FigureRun:
-    """Compute (or load from the cache), plot and save figure ``name``.
+         use_cache: bool = True, stem: str | None = None, jobs: int = 1, cluster: str | None = None,
+         scheduler: str | None = None, progress: bool = False) -> FigureRun:
+    """Compute (points from the cache where they are), plot and save figure ``name``.
 
     Files: ``<out>/<stem>.png``, ``.pdf`` and ``.nc`` (``stem`` defaults to the
     figure name with ``_`` for ``-``, plus ``_<preset>`` unless quick).
+    ``--out`` is checked for writability before anything is computed.
     """
     t0 = time.perf_counter()
     fig = get(name)
-    ds, secs, hit = compute(fig.name, preset, cache=cache, overrides=overrides, use_cache=use_cache)
-    if stem is None:
-        stem = fig.name.replace("-", "_") + ("" if preset == "quick" else f"_{preset}")
-    paths = fig.module.plot(ds, Path(out) / stem)
-    summary = fig.module.summary(ds) if hasattr(fig.module, "summary") else {}
-    return FigureRun(fig.name, preset, ds, [Path(p) for p in paths], secs, time.perf_counter() - t0, hit,
-                     summary)
+    _check_out(out)
+    ds, secs, hit = compute(fig.name, preset, cache=cache, overrides=overrides, use_cache=use_cache,
+                            jobs=jobs, cluster=cluster, scheduler=scheduler, progress=progress)
+    return _draw(fig, preset, ds, out, stem, secs, hit, t0)
 
 
 def make_all(preset: str = "quick", out="figures", *, cache=None, names=None, jobs: int = 1,
-             on_done=None) -> list[FigureRun]:
-    """:func:`make` for every registered figure (or ``names``); ``jobs > 1`` runs
-    them in that many worker processes (each with one numba/torch thread)."""
-    names = list(names or FIGURES)
-    if jobs <= 1:
-        runs = []
-        for n in names:
-            runs.append(make(n, preset, out, cache=cache))
-            if on_done:
-                on_done(runs[-1])
-        return runs
-    import concurrent.futures as cf
-    import multiprocessing as mp
+             on_done=None, use_cache: bool = True, cluster: str | None = None,
+             scheduler: str | None = None, progress: bool = False) -> list[FigureRun]:
+    """:func:`make` for every registered figure (or ``names``): the points of all of them
+    go through one executor (``jobs`` processes with one numba/torch thread each, or Dask),
+    then each figure is reduced and drawn."""
+    from rfdiff.run import run_experiments
 
-    root = None if cache is None else str(cache.root)
-    ctx = mp.get_context("spawn")
-    runs = {}
-    with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_worker_init) as ex:
-        futs = {ex.submit(_worker_make, n, preset, str(out), root, _THREADS[0]): n for n in names}
-        for f in cf.as_completed(futs):
-            run = f.result()
-            runs[run.name] = run
-            if on_done:
-                on_done(run)
-    return [runs[n] for n in names]
+    t0 = time.perf_counter()
+    figs = [get(n) for n in (names or FIGURES)]
+    _check_out(out)
+    runs = [(f.experiment, f.params(preset), preset) for f in figs]
+    with threads(_THREADS[0]):
+        results = run_experiments(runs, cache=cache, use_cache=use_cache, progress=progress,
+                                  **_engine(jobs, cluster, scheduler))
+    secs = time.perf_counter() - t0
+    done = []
+    for f, (exp, params, _), (ds, report) in zip(figs, runs, results):
+        hit = use_cache and report.cached == report.total
+        ds = _finish(f, preset, params, ds, report, secs)
+        done.append(_draw(f, preset, ds, out, None, secs, hit, t0))
+        if on_done:
+            on_done(done[-1])
+    return done
 
 
-def _worker_init():
-    # torch reads this at import; numba's pool is limited at run time by threads()
-    # (setting NUMBA_NUM_THREADS here would clash with numba's config reloads)
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
+def write_snippet(preset, out, path, *, cache=None, wall_seconds=None, runs=None, image_dir=None) -> Path:
+    """The README snippet (:func:`analysis.experiments._report.write_snippet`) from the
+    cached datasets of ``scaling``, ``memorization-time``, ``kl-dynamics`` and ``modes-shift``."""
+    from analysis.experiments._report import write_snippet as _write
 
-
-def _worker_make(name, preset, out, root, n_threads=1):
-    from rfdiff.cache import Cache
-
-    set_threads(n_threads)
-    run = make(name, preset, out, cache=Cache(root) if root else None)
-    run.dataset = None          # not shipped back between processes
-    return run
+    datasets = {n: compute(n, preset, cache=cache)[0]
+                for n in ("scaling", "memorization-time", "kl-dynamics", "modes-shift")}
+    docs = {n: (get(n).module.__doc__ or "").strip().splitlines()[0] for n in FIGURES}
+    return _write(preset, out, path, datasets=datasets, docs=docs, wall_seconds=wall_seconds,
+                  image_dir=image_dir)
 
 
 # --------------------------------------------------------------------------- command line
 
-_FIGURE_EPILOG = """\
-examples:
-  rfdiff figure kl-dynamics                 # quick size, into figures/
-  rfdiff figure scaling --full --out paper/ # paper size
-  rfdiff figure width --tiny --no-cache     # seconds; recompute
-figures: {names}
-files: <out>/<name>.png, .pdf and .nc (the numbers, with parameters, seeds,
-versions and git revision in its 'provenance' attribute).
-""".format(names=", ".join(FIGURES))
+def _size_arguments(p, jobs_default: int) -> None:
+    from rfdiff.cli.usage import int_at_least
 
-_FIGURES_EPILOG = """\
-examples:
-  rfdiff figures --quick                    # all figures, a few minutes on 2 cores
-  rfdiff figures --quick --jobs 2           # two figures at a time (one thread each)
-  rfdiff figures --full --out paper/
-  rfdiff figures --quick --out docs/figures --snippet docs/figures/README_snippet.md
-a rerun with the same parameters and code reads every figure from the cache.
-"""
-
-
-def _size_arguments(p) -> None:
     g = p.add_mutually_exclusive_group()
     for name, help_ in (("tiny", "seconds (tests)"), ("quick", "the README's size (default)"),
                         ("full", "paper size")):
@@ -253,30 +255,25 @@ def _size_arguments(p) -> None:
     p.add_argument("--cache-dir", default=None,
                    help="result cache (default: $RFDIFF_CACHE_DIR or ./.rfdiff_cache)")
     p.add_argument("--no-cache", action="store_true", help="recompute and do not store")
-    p.add_argument("--threads", type=int, default=1,
+    p.add_argument("--threads", type=int_at_least(0), default=1,
                    help="numba/torch threads while computing (default 1; 0 = library defaults)")
-
-
-def _at_least_one(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = None
-    if value is None or value < 1:
-        import argparse
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
-    return value
+    p.add_argument("--jobs", type=int_at_least(1), default=jobs_default, metavar="N",
+                   help=f"points computed in parallel: local processes, or Dask workers with "
+                        f"--cluster local (default: {jobs_default}; 1 = in this process)")
+    engine = p.add_mutually_exclusive_group()
+    engine.add_argument("--cluster", choices=["local"],
+                        help="spread the points over a Dask LocalCluster of --jobs workers")
+    engine.add_argument("--scheduler", metavar="ADDRESS",
+                        help="spread the points over a running dask.distributed scheduler")
 
 
 def add_figure_arguments(p) -> None:
     p.add_argument("name", help="figure name: " + ", ".join(FIGURES))
-    _size_arguments(p)
+    _size_arguments(p, 1)
 
 
 def add_figures_arguments(p) -> None:
-    _size_arguments(p)
-    p.add_argument("--jobs", type=_at_least_one, default=min(2, os.cpu_count() or 1),
-                   help="figures computed in parallel processes (default: 2, or 1 on one core)")
+    _size_arguments(p, min(2, os.cpu_count() or 1))
     p.add_argument("--only", nargs="+", default=None, metavar="NAME", help="a subset of the figures")
     p.add_argument("--snippet", default=None, metavar="PATH",
                    help="also write a markdown snippet (figure list and exponent table)")
@@ -302,33 +299,51 @@ def _fmt(v) -> str:
 
 
 def _cache(args):
-    from rfdiff.cache import Cache
+    from rfdiff.run import Cache
 
     return Cache(args.cache_dir) if args.cache_dir else None
 
 
+def _guard(fn):
+    """Engine errors as one-line usage errors; failed points: their first error, exit 1."""
+    import sys
+
+    from rfdiff.cli.usage import UsageError
+    from rfdiff.run import DaskUnavailable, PointsFailed, SchedulerUnavailable
+
+    try:
+        return fn()
+    except (DaskUnavailable, SchedulerUnavailable) as exc:
+        raise UsageError(str(exc)) from None
+    except PointsFailed as exc:
+        print(f"rfdiff figure: {exc}", file=sys.stderr)
+        return 1
+
+
 def run_figure(args) -> int:
     set_threads(None if args.threads == 0 else args.threads)
-    run = make(args.name, args.preset, args.out, cache=_cache(args), use_cache=not args.no_cache)
-    _print_run(run)
-    return 0
+
+    def go():
+        run = make(args.name, args.preset, args.out, cache=_cache(args), use_cache=not args.no_cache,
+                   jobs=args.jobs, cluster=args.cluster, scheduler=args.scheduler, progress=True)
+        _print_run(run)
+        return 0
+    return _guard(go)
 
 
 def run_figures(args) -> int:
     set_threads(None if args.threads == 0 else args.threads)
     t0 = time.perf_counter()
-    if args.no_cache:
-        runs = []
-        for n in (args.only or FIGURES):
-            runs.append(make(n, args.preset, args.out, use_cache=False))
-            _print_run(runs[-1])
-    else:
+
+    def go():
         runs = make_all(args.preset, args.out, cache=_cache(args), names=args.only, jobs=args.jobs,
-                        on_done=_print_run)
-    wall = time.perf_counter() - t0
-    print(f"all figures [{args.preset}]: {wall:.1f} s wall")
-    if args.snippet:
-        path = write_snippet(args.preset, args.out, args.snippet, cache=_cache(args), wall_seconds=wall,
-                             runs=runs)
-        print(f"  -> {path}")
-    return 0
+                        on_done=_print_run, use_cache=not args.no_cache, cluster=args.cluster,
+                        scheduler=args.scheduler, progress=True)
+        wall = time.perf_counter() - t0
+        print(f"all figures [{args.preset}]: {wall:.1f} s wall")
+        if args.snippet:
+            path = write_snippet(args.preset, args.out, args.snippet, cache=_cache(args),
+                                 wall_seconds=wall, runs=runs)
+            print(f"  -> {path}")
+        return 0
+    return _guard(go)

@@ -10,7 +10,7 @@ one; at worst it leaves a temporary file named
 
 Nothing is ever pickled: datasets are netCDF-4 (engine ``h5netcdf``), metadata
 is strict JSON (no NaN, no Infinity), arrays go to ``.npz`` with
-``allow_pickle=False`` (see :mod:`rfdiff.cache`).
+``allow_pickle=False`` (see :mod:`rfdiff.run.cache`).
 """
 from __future__ import annotations
 

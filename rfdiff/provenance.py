@@ -2,7 +2,7 @@
 
 :func:`provenance` is attached to every saved result (see
 :func:`rfdiff.io.attach_provenance`); :func:`code_version` is part of every
-cache key (see :mod:`rfdiff.cache`), so **the cache invalidates when the code
+cache key (see :mod:`rfdiff.run.cache`), so **the cache invalidates when the code
 changes**:
 
 - in a clean git checkout the code version is ``git:<revision>``: any new

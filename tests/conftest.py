@@ -7,6 +7,11 @@ os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(__file__).resolve().parents[1]
 # shared (test workers, numba threads); tests measure correctness, not speed.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# commands run without --cache-dir (rfdiff trajectory, figures) cache into a scratch directory,
+# not into the checkout
+if "RFDIFF_CACHE_DIR" not in os.environ:
+    import tempfile
+    os.environ["RFDIFF_CACHE_DIR"] = tempfile.mkdtemp(prefix="rfdiff-test-cache-")
 
 
 import sys

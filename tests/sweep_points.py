@@ -1,6 +1,8 @@
 """Experiment functions used by the sweep tests (importable as ``sweep_points``).
 
-Each returns a dict of outputs as :mod:`rfdiff.sweep.result` describes.
+Each returns a dict of outputs as :mod:`rfdiff.run.result` describes, and is
+registered with :func:`rfdiff.run.point_function` (a config may name only those);
+``unregistered`` is not, so naming it is refused.
 """
 from __future__ import annotations
 
@@ -9,9 +11,10 @@ import time
 
 import numpy as np
 
-from rfdiff.sweep import Param
+from rfdiff.run import Param, point_function
 
 
+@point_function
 def quadratic(x, scale=1.0, label="a"):
     """A scalar, a vector with a named, labelled dimension, and an unnamed array."""
     k = np.arange(4)
@@ -25,6 +28,7 @@ def quadratic(x, scale=1.0, label="a"):
     }
 
 
+@point_function
 def sized(n, m, seed=0):
     """Declares its parameter ranges, so a config with n = -3 is refused at load time."""
     rng = np.random.default_rng(seed)
@@ -34,6 +38,7 @@ def sized(n, m, seed=0):
 sized.PARAMS = {"n": Param(int, min=1), "m": Param(int, min=1), "seed": Param(int, min=0)}
 
 
+@point_function
 def flaky(x):
     """Fails at x == 2; fine elsewhere."""
     if x == 2:
@@ -41,6 +46,7 @@ def flaky(x):
     return {"y": 10.0 * x}
 
 
+@point_function
 def checked(a, b):
     """Validates a combination of parameters at config load time."""
     return {"s": a + b}
@@ -54,6 +60,7 @@ def _check(params):
 checked.validate = _check
 
 
+@point_function
 def slow(i, log, delay=0.3):
     """Sleeps, then appends 'i pid' to ``log`` right before returning (counts completions)."""
     time.sleep(delay)
@@ -63,12 +70,14 @@ def slow(i, log, delay=0.3):
     return value
 
 
+@point_function
 def sleepy(x, delay):
     """Sleeps ``delay`` seconds (for timeouts)."""
     time.sleep(delay)
     return {"x": x}
 
 
+@point_function
 def misbehave(x):
     """Kills its worker process at x == 2 (as a segfault or the OOM killer would), raises at 3."""
     if x == 2:
@@ -76,3 +85,18 @@ def misbehave(x):
     if x == 3:
         raise ValueError(f"boom at x={x}")
     return {"y": float(x)}
+
+
+def unregistered(x):
+    """A plain function: a config naming it is refused."""
+    return {"y": x}
+
+
+@point_function
+def counted(i, log):
+    """Appends 'i pid' to ``log`` (one line per computation) and returns i^2, after a short
+    pause so that concurrent runs overlap."""
+    time.sleep(0.15)
+    with open(log, "a") as f:
+        f.write(f"{i} {os.getpid()}\n")
+    return {"square": float(i * i)}

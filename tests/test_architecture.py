@@ -1,5 +1,7 @@
-"""The package's shape: module-level imports of rfdiff form no cycle, and the
-string "relu" (activation properties) lives in the features module only."""
+"""The package's shape: module-level imports of rfdiff form no cycle, imports inside
+analysis/ form none either (function-level ones included: a lazy import still closes a
+cycle of responsibilities, as analysis.figures <-> analysis.experiments._report did), and
+the string "relu" (activation properties) lives in the features module only."""
 import ast
 from pathlib import Path
 
@@ -8,18 +10,23 @@ import rfdiff
 ROOT = Path(rfdiff.__file__).parent
 
 
+ANALYSIS = ROOT.parent / "analysis"
+
+
 def _module(path):
     rel = path.relative_to(ROOT.parent).with_suffix("")
     parts = list(rel.parts)
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def _imports(path, mods):
-    """rfdiff modules imported at module level (not inside functions) by ``path``."""
+def _imports(path, mods, deep=False):
+    """Modules of ``mods`` imported by ``path``: at module level (not inside functions),
+    or anywhere with ``deep``."""
     name = _module(path)
     pkg = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
     out = set()
-    for node in ast.parse(path.read_text()).body:
+    tree = ast.parse(path.read_text())
+    for node in (ast.walk(tree) if deep else tree.body):
         if isinstance(node, ast.Import):
             out |= {a.name for a in node.names if a.name in mods}
         elif isinstance(node, ast.ImportFrom):
@@ -37,16 +44,16 @@ def _imports(path, mods):
     return out
 
 
-def import_graph():
-    files = {_module(p): p for p in ROOT.rglob("*.py")}
+def import_graph(root=ROOT, deep=False):
+    files = {_module(p): p for p in root.rglob("*.py")}
     mods = set(files)
-    graph = {m: _imports(p, mods) for m, p in files.items()}
+    graph = {m: _imports(p, mods, deep) for m, p in files.items()}
     # importing rfdiff.a.b first runs rfdiff.a's __init__ (unless the importer is inside rfdiff.a)
     def ancestors(m):
         parts = m.split(".")
         return {".".join(parts[:i]) for i in range(2, len(parts))}
     for m in graph:
-        graph[m] = {a for t in graph[m] for a in ancestors(t) | {t}} - ancestors(m) - {m, "rfdiff"}
+        graph[m] = {a for t in graph[m] for a in ancestors(t) | {t}} - ancestors(m) - {m, root.name}
     return graph
 
 
@@ -81,6 +88,20 @@ def test_no_import_cycles():
     assert _find_cycle(graph) is None, _find_cycle(graph)
 
 
+def test_no_import_cycles_in_analysis():
+    graph = import_graph(ANALYSIS, deep=True)
+    assert "analysis.figures" in graph and "analysis.experiments._report" in graph
+    assert _find_cycle(graph) is None, _find_cycle(graph)
+
+
+def test_cli_and_sweep_commands_do_not_import_each_other():
+    """rfdiff.cli <-> its sweep command was a cycle (for UsageError only): anywhere, also
+    inside functions, the sweep command imports only rfdiff.cli.usage of the CLI."""
+    graph = import_graph(deep=True)
+    assert "rfdiff.cli" not in graph["rfdiff.cli.sweep"]
+    assert "rfdiff.cli.usage" in graph["rfdiff.cli.sweep"]
+
+
 def test_cycle_finder_finds_a_cycle():
     assert _find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
 
@@ -92,5 +113,5 @@ def test_kl_ode_reaches_the_ode_solver_through_few_modules():
 
 def test_relu_string_only_in_features():
     hits = [p for p in ROOT.rglob("*.py") if '"relu"' in p.read_text()]
-    allowed = {ROOT / "model" / "features.py", ROOT / "cli_trajectory.py"}   # the CLI's default config
+    allowed = {ROOT / "model" / "features.py", ROOT / "cli" / "trajectory.py"}   # the CLI's default config
     assert set(hits) <= allowed, hits

@@ -1,4 +1,4 @@
-"""Content-addressed cache: keys, round trips, corruption detection (rfdiff/cache.py)."""
+"""Content-addressed cache: keys, round trips, corruption detection (rfdiff/run/cache.py)."""
 from __future__ import annotations
 
 import time
@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from rfdiff.cache import Cache, CacheWarning, cache_key, cached, cached_function, default_cache_dir
+from rfdiff.run.cache import Cache, CacheWarning, cache_key, cached, cached_function, default_cache_dir
 
 
 def _tree():

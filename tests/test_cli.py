@@ -1,4 +1,4 @@
-"""The ``rfdiff`` command line: help, exit codes, one-line errors (rfdiff/cli.py)."""
+"""The ``rfdiff`` command line: help, exit codes, one-line errors (rfdiff/cli/)."""
 from __future__ import annotations
 
 import json

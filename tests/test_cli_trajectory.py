@@ -49,7 +49,7 @@ def test_trajectory_config_unknown_key(tmp_path, capsys):
     cfg = tmp_path / "bad.toml"
     cfg.write_text("[trajectory]\nwidth = 3\n")
     assert main(["trajectory", "--config", str(cfg)]) == 2
-    assert "[trajectory].width: unknown key" in capsys.readouterr().err
+    assert "unknown key [trajectory].width" in capsys.readouterr().err
 
 
 def test_trajectory_backend_without_gpu_is_one_line_exit_2(capsys, tmp_path):

@@ -17,7 +17,7 @@ import pytest
 xr = pytest.importorskip("xarray")
 
 from analysis import figures as F  # noqa: E402
-from rfdiff.cache import Cache  # noqa: E402
+from rfdiff.run.cache import Cache  # noqa: E402
 from rfdiff.io import load_dataset, read_provenance  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -248,3 +248,30 @@ def test_snippet(runs, workdir, cache):
     assert "| KL(tau*) vs n (m = c n) |" in text and "(-2/5)" in text
     for name in F.FIGURES:
         assert f"{name.replace('-', '_')}_tiny.png" in text
+
+
+_TIMINGS = ("seconds", "seconds_total", "seconds_compute", "cpu_seconds_compute", "provenance", "timestamp",
+            "points_cached")
+
+
+def test_figure_width_on_dask_writes_the_same_numbers(runs, workdir):
+    """``rfdiff figure width --tiny --cluster local`` (its points on Dask workers, a fresh
+    cache) writes the numbers of the in-process run, bit for bit (issue 15, must show);
+    only timings differ."""
+    pytest.importorskip("distributed")
+    from rfdiff.cli import main
+
+    out = workdir / "dask"
+    assert main(["figure", "width", "--tiny", "--cluster", "local", "--jobs", "2", "--out", str(out),
+                 "--cache-dir", str(workdir / "dask-cache")]) == 0
+    a = load_dataset([p for p in runs["width"].paths if p.suffix == ".nc"][0])
+    b = load_dataset(out / "width_tiny.nc")
+    assert set(a.data_vars) == set(b.data_vars) and len(a.data_vars) > 5
+    for v in a.data_vars:
+        if v not in _TIMINGS:
+            np.testing.assert_array_equal(a[v].values, b[v].values, err_msg=v)
+    for k, val in a.attrs.items():
+        if k not in _TIMINGS:
+            assert np.array_equal(np.asarray(val), np.asarray(b.attrs[k])), k
+    assert a.attrs["points_total"] == b.attrs["points_total"] == 4
+    assert b.attrs["points_cached"] == 0

@@ -1,4 +1,4 @@
-"""Sweep configs, the runner (serial, local processes, Dask), kill/resume (rfdiff/sweep/)."""
+"""Sweep configs, the runner (serial, local processes, Dask), kill/resume (rfdiff/run/)."""
 from __future__ import annotations
 
 import collections
@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from rfdiff.cache import Cache, CacheWarning
-from rfdiff.sweep import (ConfigError, SweepIncomplete, collect, load_config, point_key,
+from rfdiff.run.cache import Cache, CacheWarning
+from rfdiff.run import (ConfigError, SweepIncomplete, collect, load_config, point_key,
                           run_sweep, sweep_status)
 
 REPO = Path(__file__).resolve().parents[1]

@@ -1,16 +1,17 @@
 """The README snippet: figure list, exponent table and headline numbers, written
-from the cached datasets of a real run (``rfdiff figures --snippet PATH``)."""
+from the datasets of a real run (``rfdiff figures --snippet PATH``; the datasets
+come from :func:`analysis.figures.write_snippet`, so this module imports no runner)."""
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-from ..figures import FIGURES, compute, get
 
-
-def write_snippet(preset, out, path, *, cache=None, wall_seconds=None, runs=None, image_dir=None) -> Path:
-    """A markdown snippet for the README: the figure list and the exponent table of
-    ``scaling`` and ``memorization-time``. Images are linked as
+def write_snippet(preset, out, path, *, datasets: dict, docs: dict, wall_seconds=None,
+                  image_dir=None) -> Path:
+    """A markdown snippet for the README: the figure list (``docs``: figure name -> first
+    docstring line) and the exponent table of ``scaling`` and ``memorization-time``
+    (``datasets``: figure name -> dataset). Images are linked as
     ``<image_dir>/<stem>.png`` (default: ``out`` as given, i.e. relative to the
     directory the command runs in, the repository root for the README)."""
     import numpy as np
@@ -22,13 +23,11 @@ def write_snippet(preset, out, path, *, cache=None, wall_seconds=None, runs=None
         import platform
         lines += [f"Made in {wall_seconds:.0f} s wall on {os.cpu_count()} CPU cores ({platform.machine()}); "
                   "a rerun reads every figure from the cache.", ""]
-    for name in FIGURES:
-        fig = get(name)
+    for name, doc in docs.items():
         stem = name.replace("-", "_") + ("" if preset == "quick" else f"_{preset}")
-        doc = (fig.module.__doc__ or "").strip().splitlines()[0]
         lines += [f"**{name}** — {doc.split(': ', 1)[-1]}", "",
                   f"![{name}]({rel}/{stem}.png)", ""]
-    ds, _, _ = compute("scaling", preset, cache=cache)
+    ds = datasets["scaling"]
     from analysis.experiments.scaling import exponent_table
 
     lines += ["#### Measured exponents vs theory", "",
@@ -39,7 +38,7 @@ def write_snippet(preset, out, path, *, cache=None, wall_seconds=None, runs=None
         inside = "yes" if r["ci_low"] <= r["theory_bound"] <= r["ci_high"] else "**no**"
         lines.append(f"| {r['quantity']} | {r['slope']:.2f} [{r['ci_low']:.2f}, {r['ci_high']:.2f}] | "
                      f"{_frac(r['theory_bound'])} | {r['slide']} | {inside} |")
-    dm, _, _ = compute("memorization-time", preset, cache=cache)
+    dm = datasets["memorization-time"]
     a = dm.attrs
     for name, th, what in (("tau_gen", 0.0, "half-descent"), ("tau_mem", 1.0, "half-rise"),
                            ("tau_min", None, "argmin")):
@@ -52,7 +51,7 @@ def write_snippet(preset, out, path, *, cache=None, wall_seconds=None, runs=None
     lines += ["", "The bound bounds KL from above: a KL decaying faster than n^(-2/5) is consistent with "
               "it. Its tau_es ~ n^(2/5) minimises the bound, it is not a statement about the minimiser "
               "of the actual KL; the measured tau* grows much faster, in either time unit.", ""]
-    lines += _headlines(preset, cache)
+    lines += _headlines(datasets)
     lines += ["", "Seeds per point, sizes and every setting are in the `.nc` files' `provenance` "
               "attribute (next to each PNG, with the PDF).", ""]
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -62,10 +61,10 @@ def write_snippet(preset, out, path, *, cache=None, wall_seconds=None, runs=None
     return path
 
 
-def _headlines(preset, cache) -> list[str]:
+def _headlines(datasets) -> list[str]:
     """A few numbers of kl-dynamics and modes-shift for the README."""
     out = ["#### Headline numbers", ""]
-    ds, _, _ = compute("kl-dynamics", preset, cache=cache)
+    ds = datasets["kl-dynamics"]
     a = ds.attrs
     out.append(f"- kl-dynamics (RF, m = {a['model_m']}, n = {a['score_matching_n']}, mu = 3): "
                f"tau* = {a['ode_tau_star']:.3g} (KL within its errors of the minimum for tau in "
@@ -76,7 +75,7 @@ def _headlines(preset, cache) -> list[str]:
     for opt in ds.optimizer.values:
         out.append(f"- Swish net, {opt}: lowest mean KL {a[f'net_best_kl_{opt}']:.3f} at epoch "
                    f"{a[f'net_best_epoch_{opt}']} of {int(ds.epoch.values.max())} (3 seeds).")
-    dm, _, _ = compute("modes-shift", preset, cache=cache)
+    dm = datasets["modes-shift"]
     b = dm.attrs
     if "rf_verdict_paper_observation_holds" in b:
         r3, r15 = (dm.sel(mu=m) for m in (3.0, 15.0))

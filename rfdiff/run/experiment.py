@@ -4,7 +4,7 @@ A *point function* maps keyword parameters (JSON-able values) to a labelled
 result: a dict of outputs (numbers, bools, strings, NumPy arrays) with the
 optional metadata entries ``"coords"`` (1D coordinate values of extra
 dimensions) and ``"dims"`` (the dimension names of each array output); see
-:mod:`rfdiff.sweep.result`. Point functions are opt-in: only functions
+:mod:`rfdiff.run.result`. Point functions are opt-in: only functions
 decorated with :func:`point_function` can be named by a sweep config or run
 by an experiment, so a config cannot call an arbitrary importable function.
 
@@ -87,13 +87,9 @@ class Experiment:
 
 def as_dataset(result: dict):
     """A point function's result as an ``xarray.Dataset`` (outputs as data variables)."""
-    import xarray as xr
+    from .result import normalize_result, to_dataset
 
-    from ..sweep.result import normalize_result
-
-    r = normalize_result(result)
-    data = {k: (r["dims"][k], v) for k, v in r["outputs"].items()}
-    return xr.Dataset(data, coords={k: (k, v) for k, v in r["coords"].items()})
+    return to_dataset(normalize_result(result))
 
 
 def run_serial(experiment: Experiment, preset: str = "tiny", overrides: dict | None = None):

@@ -21,13 +21,36 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["normalize_result", "stack_results"]
+__all__ = ["normalize_result", "stack_results", "is_dataset", "dataset_result", "to_dataset"]
 
 _META = ("coords", "dims")
 
 
 def _valid_name(name) -> bool:
     return isinstance(name, str) and bool(name) and "/" not in name and not name.startswith("_")
+
+
+def is_dataset(value) -> bool:
+    """True for an ``xarray.Dataset`` (without importing xarray when it is not loaded)."""
+    xr = __import__("sys").modules.get("xarray")
+    return xr is not None and isinstance(value, xr.Dataset)
+
+
+def dataset_result(ds, reserved=()) -> dict:
+    """A point function's ``xarray.Dataset`` as a normalized result (attributes dropped)."""
+    result = {str(k): v.values for k, v in ds.data_vars.items()}
+    result["dims"] = {str(k): [str(d) for d in v.dims] for k, v in ds.data_vars.items()}
+    result["coords"] = {str(k): ds[k].values for k in ds.dims if k in ds.coords}
+    return normalize_result(result, reserved)
+
+
+def to_dataset(normalized: dict):
+    """A normalized result (:func:`normalize_result`) as an ``xarray.Dataset``: one data
+    variable per output, the result's coordinates as coordinates."""
+    import xarray as xr
+
+    data = {k: (normalized["dims"][k], v) for k, v in normalized["outputs"].items()}
+    return xr.Dataset(data, coords={k: (k, v) for k, v in normalized["coords"].items()})
 
 
 def normalize_result(result, reserved=()) -> dict:

@@ -11,6 +11,7 @@ else ``./.rfdiff_cache``)::
     ab/abcd...ef.json                 manifest: format, checksum, size, structure, meta
     ab/abcd...ef-<sha16>.npz          the value (a tree of arrays)  or  -<sha16>.nc
     ab/abcd...ef.failed.json          last failure of that point (sweeps only)
+    ab/abcd...ef.claim                a run is computing that point (pid, host)
 
 A value is either an ``xarray.Dataset`` (stored as netCDF) or a *tree*: a dict
 with string keys whose leaves are numbers, bools, strings, NumPy arrays of
@@ -20,17 +21,32 @@ arrays as arrays and lists as lists.
 
 Writes are atomic and ordered: the data file (named by its own checksum) is
 moved into place first, the manifest last. An entry counts only when its
-manifest parses and the data file has the recorded size and sha256, so a
-truncated or corrupted entry is reported with a :class:`CacheWarning`,
-removed, and treated as missing - it is recomputed, never loaded.
+manifest parses, its own checksum (``manifest_sha256``: sha256 of the
+canonical JSON of every other field) matches, and the data file has the
+recorded size and sha256. So a truncated or corrupted entry - data or
+manifest, e.g. two leaf names swapped - is reported with a
+:class:`CacheWarning` and treated as missing: it is recomputed, never loaded.
+Only a cache opened with ``repair=True`` (the runner's, and ``rfdiff sweep
+status --repair``) deletes such entries; ``Cache(root, repair=False)``
+(``rfdiff sweep status`` and ``collect``) only reports them and deletes nothing.
+
+Claims (:meth:`Cache.claim`): before computing a point, a runner creates
+``<key>.claim`` atomically (``O_CREAT | O_EXCL``) with its pid and host, and
+removes it once the result (or failure) is written. Another run that finds
+the claim leaves the point alone and waits for its result; a claim whose
+owner is gone (same host, pid not alive; another host: older than
+``foreign_claim_s``) is stale and taken over.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import io
 import os
 import re
+import socket
+import time
 import warnings
 import zipfile
 from datetime import datetime, timezone
@@ -39,19 +55,63 @@ from typing import Callable
 
 import numpy as np
 
-from .io import (canonical_json, clean_stale_temp, load_dataset, load_json, netcdf_engine,
+from ..io import (_pid_alive, canonical_json, clean_stale_temp, load_dataset, load_json, netcdf_engine,
                  save_json, temp_path, to_jsonable)
 
-__all__ = ["Cache", "CacheWarning", "cache_key", "default_cache_dir", "cached",
-           "cached_function"]
+__all__ = ["Cache", "CacheWarning", "CacheNotWritable", "cache_key", "default_cache_dir", "cached",
+           "cached_function", "check_writable_dir", "check_writable_file"]
 
-FORMAT = "rfdiff-cache/1"
+FORMAT = "rfdiff-cache/2"
 _KEY_RE = re.compile(r"^[0-9a-f]{64}$")
 _MISSING = object()
 
 
 class CacheWarning(UserWarning):
     """A cache entry was unreadable (truncated, corrupted) and is being ignored."""
+
+
+class CacheNotWritable(ValueError):
+    """The cache directory cannot be written (a file, read-only, no permission)."""
+
+
+def check_writable_dir(path, what: str = "directory") -> Path:
+    """Create ``path`` if needed and check a file can be written in it; else one-line ValueError.
+
+    Used before any work starts, so a bad output or cache location costs nothing.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise CacheNotWritable(f"{what} {path} is a file, not a directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = temp_path(path / "write-probe")
+        with open(probe, "wb") as f:
+            f.write(b"ok")
+        os.unlink(probe)
+    except OSError as exc:
+        raise CacheNotWritable(f"{what} {path} is not writable ({exc.strerror or exc})") from None
+    return path
+
+
+def check_writable_file(path, what: str = "output") -> Path:
+    """Check ``path`` can be written as a file (its directory writable, not a directory itself)."""
+    path = Path(path)
+    if path.is_dir():
+        raise CacheNotWritable(f"{what} {path} is an existing directory; give a file name")
+    try:
+        check_writable_dir(path.parent, f"{what} directory")
+    except CacheNotWritable as exc:
+        raise CacheNotWritable(f"{what} {path}: {exc}") from None
+    return path
+
+
+def _manifest_digest(man: dict) -> str:
+    body = {k: v for k, v in man.items() if k != "manifest_sha256"}
+    return hashlib.sha256(canonical_json(body).encode("ascii")).hexdigest()
+
+
+def _host() -> str:
+    return socket.gethostname() or "host"
 
 
 def default_cache_dir() -> Path:
@@ -67,7 +127,7 @@ def cache_key(experiment: str, params: dict, code_version: str | None = None) ->
     dict order and NumPy-vs-Python scalar types do not change the key.
     """
     if code_version is None:
-        from .provenance import code_version as _cv
+        from ..provenance import code_version as _cv
         code_version = _cv()
     text = canonical_json({"experiment": experiment, "params": params,
                            "code_version": code_version})
@@ -142,11 +202,14 @@ class Cache:
     """A directory of content-addressed results: ``has``/``get``/``put`` by key.
 
     ``root`` defaults to :func:`default_cache_dir`. Keys are sha256 hex digests
-    (from :func:`cache_key`).
+    (from :func:`cache_key`). ``repair=False``: corrupt entries are reported
+    (warning) and treated as missing, but never deleted.
     """
 
-    def __init__(self, root=None):
+    def __init__(self, root=None, *, repair: bool = True, foreign_claim_s: float = 86400.0):
         self.root = Path(root) if root is not None else default_cache_dir()
+        self.repair = bool(repair)
+        self.foreign_claim_s = float(foreign_claim_s)
 
     def __repr__(self) -> str:
         return f"Cache({str(self.root)!r})"
@@ -166,6 +229,13 @@ class Cache:
     def failure_path(self, key: str) -> Path:
         return self._dir(key) / f"{key}.failed.json"
 
+    def claim_path(self, key: str) -> Path:
+        return self._dir(key) / f"{key}.claim"
+
+    def check_writable(self) -> None:
+        """One-line ValueError now if results could not be stored (before any work)."""
+        check_writable_dir(self.root, "cache directory")
+
     # reading
     def _manifest(self, key: str, deep: bool = True) -> dict | None:
         """The manifest if the entry is complete and intact, else None (warning if corrupt)."""
@@ -176,6 +246,8 @@ class Cache:
             man = load_json(mpath)
             if not isinstance(man, dict) or man.get("format") != FORMAT or man.get("key") != key:
                 raise ValueError(f"{mpath}: not an rfdiff cache manifest for this key")
+            if man.get("manifest_sha256") != _manifest_digest(man):
+                raise ValueError(f"{mpath}: manifest checksum mismatch (the manifest was altered)")
             data = mpath.parent / man["file"]
             if Path(man["file"]).name != man["file"] or not man["file"].startswith(key):
                 raise ValueError(f"{mpath}: bad data file name {man['file']!r}")
@@ -192,6 +264,12 @@ class Cache:
         return man
 
     def _discard(self, key: str, reason: str) -> None:
+        if not self.repair:
+            warnings.warn(f"corrupt cache entry {key[:12]}: {reason}; counted as missing "
+                          "(left in place: 'rfdiff sweep run' recomputes it, "
+                          "'rfdiff sweep status --repair' removes it)",
+                          CacheWarning, stacklevel=4)
+            return
         warnings.warn(f"ignoring corrupt cache entry {key[:12]}: {reason}; it will be recomputed",
                       CacheWarning, stacklevel=4)
         mpath = self.manifest_path(key)
@@ -284,6 +362,7 @@ class Cache:
                     "size": size, "sha256": digest, "leaves": leaves,
                     "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                     "meta": to_jsonable(meta or {}, strict=False)}
+        manifest["manifest_sha256"] = _manifest_digest(manifest)
         save_json(manifest, mpath)  # last: the entry exists from this moment
         if isinstance(old, str) and old != final.name and Path(old).name == old \
                 and old.startswith(f"{key}-"):
@@ -296,7 +375,8 @@ class Cache:
     def delete(self, key: str) -> None:
         """Remove the entry and any failure record for ``key``."""
         mpath = self.manifest_path(key)
-        for p in [mpath, self.failure_path(key), *mpath.parent.glob(f"{key}-*")]:
+        for p in [mpath, self.failure_path(key), self.claim_path(key),
+                  *mpath.parent.glob(f"{key}-*")]:
             try:
                 p.unlink()
             except FileNotFoundError:
@@ -327,6 +407,75 @@ class Cache:
     def clean(self) -> list[Path]:
         """Remove temporary files left by writers that were killed; return them."""
         return clean_stale_temp(self.root)
+
+    # claims (two runs on one cache compute each point once)
+    def claim(self, key: str) -> bool:
+        """Claim ``key`` for this process; False if a live owner holds it.
+
+        A claim of a dead owner is taken over (see the module docstring).
+        """
+        path = self.claim_path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        mine = canonical_json({"pid": os.getpid(), "host": _host(), "time": time.time()})
+        for _ in range(3):
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                if not self._claim_stale(path):
+                    return False
+                # take over: move the stale claim aside (only one taker's rename succeeds)
+                aside = path.with_name(f".{path.name}~{_host()}~{os.getpid()}~stale.tmp")
+                try:
+                    os.rename(path, aside)
+                except FileNotFoundError:
+                    continue
+                with contextlib.suppress(OSError):
+                    os.unlink(aside)
+                continue
+            with os.fdopen(fd, "w") as f:
+                f.write(mine)
+            return True
+        return False
+
+    def claim_owner(self, key: str) -> dict | None:
+        """``{"pid", "host", "time"}`` of the claim on ``key``, or None."""
+        try:
+            rec = load_json(self.claim_path(key))
+        except ValueError:
+            return None
+        return rec if isinstance(rec, dict) else None
+
+    def _claim_stale(self, path: Path) -> bool:
+        try:
+            rec = load_json(path)
+            age = time.time() - path.stat().st_mtime
+        except (ValueError, OSError):
+            try:   # unreadable: half-written by a creator that is still writing, or junk
+                return time.time() - path.stat().st_mtime > 10.0
+            except OSError:
+                return False
+        if not isinstance(rec, dict):
+            return age > 10.0
+        if rec.get("host") == _host() and isinstance(rec.get("pid"), int):
+            return not _pid_alive(rec["pid"])
+        return age > self.foreign_claim_s
+
+    def claimed_by_other(self, key: str) -> bool:
+        """True if a live owner other than this process holds a claim on ``key``."""
+        path = self.claim_path(key)
+        if not path.exists():
+            return False
+        rec = self.claim_owner(key)
+        if rec and rec.get("pid") == os.getpid() and rec.get("host") == _host():
+            return False
+        return not self._claim_stale(path)
+
+    def release(self, key: str) -> None:
+        """Remove this process's claim on ``key`` (another owner's claim is left alone)."""
+        rec = self.claim_owner(key)
+        if rec and rec.get("pid") == os.getpid() and rec.get("host") == _host():
+            with contextlib.suppress(FileNotFoundError):
+                self.claim_path(key).unlink()
 
 
 def _is_dataset(value) -> bool:

@@ -28,13 +28,10 @@ import warnings
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from .sweep import commands as _sweep
+from . import sweep as _sweep
+from .usage import UsageError
 
 __all__ = ["Command", "COMMANDS", "UsageError", "register", "lazy", "build_parser", "main"]
-
-
-class UsageError(Exception):
-    """Bad usage, config or environment: reported as one line, exit status 2."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -86,7 +83,7 @@ def _describe(value, fmt: Callable[[dict], str]) -> str:
 
 
 def _run_info(args: argparse.Namespace) -> int:
-    from .provenance import environment_report
+    from ..provenance import environment_report
 
     rep = environment_report()
     if args.json:
@@ -128,6 +125,7 @@ examples:
   rfdiff trajectory --mu 3 --n 1000 --m 256 --out traj.nc --plot traj.png
   rfdiff trajectory --mu 15 --taus 1e0:1e12:25 --metrics train_loss,population_loss,kl_ode
   rfdiff trajectory --config run.toml        # a [trajectory] table with the same keys
+--out and --plot are checked for writability before anything is computed.
 
 config keys ([trajectory] table): target ("two_modes"), mu, q1, n, data_seed, m,
 activation, seed, t_min, T, weighting, n_time, taus ("start:stop:count", log-spaced),
@@ -141,8 +139,8 @@ COMMANDS: list[Command] = [
                         "a grid; every point is computed once, cached, and collected into "
                         "one netCDF file."),
     Command("trajectory", "one closed-form training trajectory: losses, KL (ODE/SDE), bound",
-            add_arguments=lazy("rfdiff.cli_trajectory:add_arguments"),
-            run=lazy("rfdiff.cli_trajectory:run"), epilog=_TRAJ_EPILOG,
+            add_arguments=lazy("rfdiff.cli.trajectory:add_arguments"),
+            run=lazy("rfdiff.cli.trajectory:run"), epilog=_TRAJ_EPILOG,
             description="Solve the gradient flow of a random-feature score model once and "
                         "evaluate losses and exact KL at every training time tau."),
     Command("info", "versions, git revision, numba threads, GPU and Dask availability",
@@ -150,20 +148,46 @@ COMMANDS: list[Command] = [
             description="Print the versions and the compute backends rfdiff can use here."),
 ]
 
-# The paper's figures (analysis.figures: registry, presets, cache); imported only when used.
+_FIGURE_EPILOG = """\
+examples:
+  rfdiff figure width --tiny --out figures/            # seconds
+  rfdiff figure width --tiny --jobs 2 --out figures/   # its points in 2 processes
+  rfdiff figure width --tiny --cluster local --jobs 2 --out figures/   # a Dask LocalCluster
+  rfdiff figure width --tiny --no-cache --out figures/ # recompute, store nothing
+  rfdiff figure scaling --full --out paper/            # paper size
+  rfdiff figure kl-dynamics --scheduler tcp://10.0.0.5:8786 --out paper/
+figures: kl-dynamics, scaling, modes-shift, width, memorization-time, large-lr
+Every point of a figure is cached (as a sweep's): a rerun reads them, a killed
+run resumes. Files: <out>/<name>.png, .pdf and .nc (the numbers, with
+parameters, seeds, versions and git revision in its 'provenance' attribute).
+"""
+
+_FIGURES_EPILOG = """\
+examples:
+  rfdiff figures --tiny --out figures/              # all figures, seconds each
+  rfdiff figures --quick                            # the README's size, a few minutes on 2 cores
+  rfdiff figures --quick --jobs 2                   # points of all figures in 2 processes
+  rfdiff figures --full --out paper/
+  rfdiff figures --quick --out docs/figures --snippet docs/figures/README_snippet.md
+a rerun with the same parameters and code reads every point from the cache.
+"""
+
+
+# The paper's figures (analysis.figures: registry; its points go through rfdiff.run's runner);
+# imported only when used.
 COMMANDS += [
     Command("figure", "make one figure of the paper (PNG, PDF and the numbers behind it)",
             add_arguments=lazy("analysis.figures:add_figure_arguments"),
             run=lazy("analysis.figures:run_figure"),
-            epilog="examples:\n  rfdiff figure kl-dynamics\n  rfdiff figure scaling --full --out paper/\n"
-                   "figures: kl-dynamics, scaling, modes-shift, width, memorization-time, large-lr\n",
-            description="Compute (or read from the cache), plot and save one figure."),
+            epilog=_FIGURE_EPILOG,
+            description="Compute the points of one figure (cached, resumable; in this process, "
+                        "local processes or Dask), reduce, plot and save it."),
     Command("figures", "make all figures of the paper (--quick: a few minutes on 2 cores)",
             add_arguments=lazy("analysis.figures:add_figures_arguments"),
             run=lazy("analysis.figures:run_figures"),
-            epilog="examples:\n  rfdiff figures --quick --jobs 2\n  rfdiff figures --full --out paper/\n"
-                   "a rerun with the same parameters reads every figure from the cache.\n",
-            description="Compute (or read from the cache), plot and save every figure."),
+            epilog=_FIGURES_EPILOG,
+            description="Compute the points of every figure (cached, resumable), reduce, plot "
+                        "and save them."),
 ]
 
 
@@ -176,6 +200,7 @@ def register(command: Command) -> Command:
 _MAIN_EPILOG = """\
 examples:
   rfdiff info
+  rfdiff figure width --tiny --out figures/
   rfdiff sweep run scaling.toml --workers 4
   rfdiff sweep status scaling.toml
   rfdiff sweep collect scaling.toml -o scaling.nc
@@ -185,7 +210,7 @@ exit status: 0 ok, 1 partly failed (e.g. sweep points), 2 bad usage or config.
 
 
 def _version() -> str:
-    from .provenance import package_versions
+    from ..provenance import package_versions
 
     return package_versions()["rfdiff"]
 
@@ -201,7 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for cmd in COMMANDS:
         p = sub.add_parser(cmd.name, help=cmd.help, description=cmd.description or cmd.help,
-                           epilog=cmd.epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
+                           epilog=cmd.epilog,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
         cmd.add_arguments(p)
         p.set_defaults(_run=cmd.run)
     return parser
@@ -234,9 +260,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-if __name__ == "__main__":
-    # Under ``python -m rfdiff.cli`` this file runs as __main__, a second copy of the
-    # module; run the canonical one so that commands share its exception classes.
-    from rfdiff.cli import main as _main
-
-    sys.exit(_main())

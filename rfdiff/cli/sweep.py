@@ -1,8 +1,10 @@
-"""``rfdiff sweep run|status|collect CONFIG``: the command-line face of :mod:`rfdiff.sweep`."""
+"""``rfdiff sweep run|status|collect CONFIG``: the command-line face of the sweeps of :mod:`rfdiff.run`."""
 from __future__ import annotations
 
 import argparse
 import sys
+
+from .usage import UsageError, int_at_least
 
 __all__ = ["add_arguments", "run", "HELP", "EPILOG"]
 
@@ -13,11 +15,13 @@ examples:
   rfdiff sweep status scaling.toml              # done / failed / pending
   rfdiff sweep collect scaling.toml -o scaling.nc
 
-config (see rfdiff.sweep.config for all keys):
+config (see rfdiff.run.config for all keys; README.md has a complete one):
   [sweep]  name = "scaling"   function = "analysis.experiments.scaling:point"
-  [grid]   n = [100, 200, 400]   seed = [0, 1]
-  [fixed]  mu = 3.0
-  [run]    workers = 4   retries = 1   timeout_s = 600
+  [grid]   n = [16, 64]   seed = [0, 1]
+  [fixed]  m = 32   mu = 3.0   ...
+  [run]    workers = 2   retries = 1   timeout_s = 600
+function must be a registered point function (@rfdiff.run.point_function);
+a module of your own: PYTHONPATH=DIR, or module_file = "points.py" in [sweep].
 """
 
 _RUN_EPILOG = """\
@@ -29,6 +33,7 @@ examples:
 
 Finished points are never recomputed: rerun the same command after a crash or
 ^C and only the missing points run. Failed points are retried on every run.
+Two runs on one cache share the work (each point is claimed before it runs).
 On Slurm/PBS, start a dask-jobqueue cluster (pip install dask-jobqueue):
   from dask_jobqueue import SLURMCluster
   cluster = SLURMCluster(cores=1, memory="4GB"); cluster.scale(jobs=32)
@@ -40,6 +45,8 @@ _STATUS_EPILOG = """\
 examples:
   rfdiff sweep status scaling.toml
   rfdiff sweep status scaling.toml --tracebacks   # full tracebacks of failed points
+  rfdiff sweep status scaling.toml --repair       # also remove corrupt entries
+status imports no experiment code and (without --repair) deletes nothing.
 """
 
 _COLLECT_EPILOG = """\
@@ -52,17 +59,7 @@ exit status: 0 written, 1 points missing, 2 bad usage or config.
 """
 
 
-def _int_at_least(minimum: int):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"must be an integer >= {minimum}, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {value}")
-        return value
-    return parse
+_int_at_least = int_at_least
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -101,6 +98,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _common(p)
     p.add_argument("--tracebacks", action="store_true", help="print full tracebacks")
     p.add_argument("--pending", action="store_true", help="list every pending point")
+    p.add_argument("--repair", action="store_true",
+                   help="remove corrupt entries and temporary files of dead writers "
+                        "(without it, status only reports them)")
 
     p = sub.add_parser("collect", help="gather results into one netCDF file",
                        description="Stack the results of every point into one labelled "
@@ -119,12 +119,12 @@ def _fmt_coords(coords: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..cli import UsageError
-    from . import (ConfigError, DaskUnavailable, SchedulerUnavailable, SweepIncomplete,
-                   load_config)
+    from ..run import (ConfigError, DaskUnavailable, SchedulerUnavailable, SweepIncomplete,
+                       load_config)
 
     try:
-        config = load_config(args.config)
+        # status and collect need only the file: no experiment module is imported
+        config = load_config(args.config, import_function=args.sweep_command == "run")
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
     try:
@@ -138,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(config, args) -> int:
-    from .runner import run_sweep
+    from ..run import run_sweep
 
     report = run_sweep(config, cache=args.cache_dir, workers=args.workers, serial=args.serial,
                        scheduler=args.scheduler, cluster=args.cluster, retries=args.retries,
@@ -147,17 +147,18 @@ def _run(config, args) -> int:
         print(report.summary(), file=sys.stderr)
     for f in report.failed:
         print(f"failed: {f.describe()}", file=sys.stderr)
+    for where in report.rescued:
+        print(f"results that could not be cached are in {where}", file=sys.stderr)
     if report.failed:
         print(f"see 'rfdiff sweep status {config.path} --tracebacks'; rerun to retry them",
               file=sys.stderr)
-        return 1
-    return 0
+    return 0 if report.ok else 1
 
 
 def _status(config, args) -> int:
-    from .runner import sweep_status
+    from ..run import sweep_status
 
-    st = sweep_status(config, cache=args.cache_dir)
+    st = sweep_status(config, cache=args.cache_dir, repair=args.repair)
     print(st.summary())
     for f in st.failed:
         print(f"  failed  {f.describe()}  [{f.attempts} attempt(s)]")
@@ -175,10 +176,12 @@ def _collect(config, args) -> int:
     from pathlib import Path
 
     from ..io import save_dataset
-    from .runner import collect, default_output
+    from ..run.cache import check_writable_file
+    from ..run.runner import collect, default_output
 
-    ds = collect(config, cache=args.cache_dir, allow_missing=args.allow_missing)
     out = Path(args.output) if args.output else default_output(config)
+    check_writable_file(out, "--output")          # before reading every result
+    ds = collect(config, cache=args.cache_dir, allow_missing=args.allow_missing)
     save_dataset(ds, out)
     missing = ds.attrs.get("points_missing", 0)
     extra = f" ({missing} missing points are NaN)" if missing else ""

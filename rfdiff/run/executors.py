@@ -9,7 +9,11 @@ Each executor is one small object with the same interface (``slots``,
 - :class:`LocalExecutor` (default): a ``concurrent.futures.ProcessPoolExecutor``
   with the *spawn* start method (safe with threads, numba and CUDA). A worker
   that dies (segfault, out of memory) fails its in-flight points; the pool is
-  then restarted and the sweep goes on.
+  then restarted and the sweep goes on. Each worker runs a watchdog thread
+  that ends the worker when its parent is gone (its parent pid changes: the
+  runner was killed, even with SIGKILL), so no orphan keeps computing points
+  whose results nobody receives; the resource tracker exits with the last
+  worker (its pipe closes).
 - :class:`DaskExecutor`: a ``dask.distributed`` client, either connected to a
   running scheduler (``--scheduler tcp://host:8786``) or on a ``LocalCluster``
   it starts (``--cluster local``). On Slurm/PBS/SGE, start a cluster with
@@ -20,7 +24,7 @@ Each executor is one small object with the same interface (``slots``,
       cluster.scale(jobs=32)
       print(cluster.scheduler_address)           # -> rfdiff sweep run cfg.toml --scheduler ...
 
-  or pass ``client=Client(cluster)`` to :func:`rfdiff.sweep.run_sweep`. Workers
+  or pass ``client=Client(cluster)`` to :func:`rfdiff.run.run_sweep`. Workers
   need rfdiff and the experiment's module importable; results travel back to
   the submitting process, which alone writes the cache, so the cache
   directory need not be shared with the workers.
@@ -78,18 +82,61 @@ class SerialExecutor:
         pass
 
 
+def limit_threads(n: int) -> None:
+    """Use at most ``n`` threads in this process: OpenBLAS/MKL/OpenMP pools (threadpoolctl),
+    numba's pool, and torch's if it is loaded; ``OMP_NUM_THREADS`` for torch imported later."""
+    import sys
+
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(n)
+    try:
+        from threadpoolctl import threadpool_limits
+        threadpool_limits(limits=n)          # not as a context: for the worker's lifetime
+    except ImportError:
+        pass
+    numba = sys.modules.get("numba")
+    if numba is not None:
+        try:
+            numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+        except (ValueError, RuntimeError):
+            pass
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(n)
+
+
+def _worker_init(parent_pid: int, threads: int | None = None, poll_s: float = 0.2) -> None:
+    """Worker initializer: exit this process as soon as ``parent_pid`` is no longer its
+    parent (the runner died, even by SIGKILL), and limit its threads."""
+    import threading
+    import time
+
+    def watch():
+        while True:
+            if os.getppid() != parent_pid:
+                os._exit(3)
+            time.sleep(poll_s)
+
+    threading.Thread(target=watch, name="rfdiff-parent-watchdog", daemon=True).start()
+    if threads:
+        limit_threads(int(threads))
+
+
 class LocalExecutor:
     """A spawn-based process pool of ``workers`` processes (default: CPU count)."""
 
     enforces_timeout = True  # tasks run in each worker's main thread: SIGALRM works
 
-    def __init__(self, workers: int | None = None):
+    def __init__(self, workers: int | None = None, threads: int | None = None):
         self.slots = int(workers or os.cpu_count() or 1)
+        self._threads = threads
         self._ctx = multiprocessing.get_context("spawn")
         self._pool = self._new_pool()
 
     def _new_pool(self):
-        return cf.ProcessPoolExecutor(max_workers=self.slots, mp_context=self._ctx)
+        return cf.ProcessPoolExecutor(max_workers=self.slots, mp_context=self._ctx,
+                                      initializer=_worker_init,
+                                      initargs=(os.getpid(), self._threads))
 
     def __enter__(self):
         return self
@@ -205,7 +252,8 @@ class DaskExecutor:
 
 
 def make_executor(*, serial: bool = False, workers: int | None = None,
-                  scheduler: str | None = None, cluster: str | None = None, client=None):
+                  scheduler: str | None = None, cluster: str | None = None, client=None,
+                  threads: int | None = None):
     """The executor the arguments ask for (Dask if any Dask argument is given)."""
     chosen = [name for name, v in (("serial", serial), ("scheduler", scheduler),
                                    ("cluster", cluster), ("client", client)) if v]
@@ -215,4 +263,4 @@ def make_executor(*, serial: bool = False, workers: int | None = None,
         return SerialExecutor()
     if scheduler is not None or cluster is not None or client is not None:
         return DaskExecutor(scheduler=scheduler, cluster=cluster, client=client, workers=workers)
-    return LocalExecutor(workers)
+    return LocalExecutor(workers, threads)
