@@ -67,7 +67,8 @@ from ..model.batch import ScoreBatch, make_batch
 from ..numerics.rk import _lincomb, integrate
 from .nodes import (MAX_ORDER, NodeSets, as_process, assemble, check_common, flow_defaults,
                          resolve_quadrature, subset)
-from .results import BoundResult, ConvergenceError, KLResult, finish
+from .results import BoundResult, ConvergenceError, KLResult, Status, finish
+from ..numerics.refine import Budget, Estimate, progress_bar, refine
 from ..process import Process
 
 __all__ = ["kl_ode", "kl_ode_path", "log_density_ode", "generated_density", "KLResult",
@@ -196,29 +197,46 @@ def _resolve_method(method, batch):
     return method
 
 
-def _kl_batch(batch: ScoreBatch, target, process, t_min, T, tol, quadrature, base, max_level, method,
-              max_steps, min_atol=1e-14):
-    """KL for every score of ``batch``; returns arrays and a work dict (no raising)."""
-    sets = NodeSets(target, process, t_min, quadrature, base)
-    n_sets = len(sets.times)
-    B = batch.n
-    memo = {}          # (which, level, atol) -> (B, k) log p_gen, NaN where not computed
-    work = {"nfev": 0, "n_steps": 0, "n_rejected": 0, "n_solves": 0, "nodes": 0}
-    messages = [""] * B
-    failed = np.zeros(B, dtype=bool)
-    nested = quadrature == "grid"          # the level-l grid is every other point of level l+1
-    fewest = {}        # atol -> (B,) fewest steps of a solve at atol that held the member
-    min_steps = MIN_STEPS if batch.piecewise_linear else 0
+class _ODEKL:
+    """The refinable KL of every score of ``batch`` (the problem of
+    :func:`rfdiff.numerics.refine.refine`): a quadrature level ``lev`` and an ODE
+    tolerance ``a``, shared by the active scores.
 
-    def solve(keys, atol, idx):
+    One evaluation: the value uses rule ``lev + 1`` at ``a / TOL_RATIO``; the
+    quadrature error compares it with rule ``lev`` (nested grids: free), the
+    ODE error rule ``lev`` at ``a / TOL_RATIO`` with ``a`` (module docstring).
+    """
+
+    def __init__(self, batch, target, process, t_min, T, quadrature, base, max_level, method,
+                 max_steps, min_atol=1e-14):
+        self.batch, self.process, self.t_min, self.T = batch, process, t_min, T
+        self.quadrature, self.max_level, self.method, self.max_steps = quadrature, max_level, method, max_steps
+        self.min_atol = min_atol
+        self.sets = NodeSets(target, process, t_min, quadrature, base)
+        self.n_sets = len(self.sets.times)
+        B = batch.n
+        self.memo = {}     # (which, level, atol) -> (B, k) log p_gen, NaN where not computed
+        self.work = {"nfev": 0, "n_steps": 0, "n_rejected": 0, "n_solves": 0, "nodes": 0}
+        self.failed = np.zeros(B, dtype=np.int64)      # Status where a solve failed
+        self.detail = {}
+        self.nested = quadrature == "grid"     # the level-l grid is every other point of level l+1
+        self.fewest = {}   # atol -> (B,) fewest steps of a solve at atol that held the member
+        self.min_steps = MIN_STEPS if batch.piecewise_linear else 0
+        self.err_q = np.zeros((self.n_sets, B))
+        self.err_o = np.zeros((self.n_sets, B))
+        self.lev = _first_level(self.sets, quadrature, process, t_min, max_level)
+        self.a = None
+
+    # -- solves -------------------------------------------------------------------
+    def _solve(self, keys, atol, idx):
         """Fill memo for ``keys`` (which, level) at ``atol`` for batch members ``idx``;
         rules that share their points (grid mode) are solved once. Nested grids
         whose coarser level is known at this ``atol`` solve only the new (odd)
         nodes, with their own weighted error control: half the work per level."""
         blocks, spans, start = {}, [], 0
         for which, lev in keys:
-            x, w, _ = sets.get(which, lev)
-            prev = memo.get((which, lev - 1, atol)) if nested and lev > 0 else None
+            x, w, _ = self.sets.get(which, lev)
+            prev = self.memo.get((which, lev - 1, atol)) if self.nested and lev > 0 else None
             odd = prev is not None and bool(np.all(np.isfinite(prev[idx])))
             xk, wk = (x[1::2], w[1::2]) if odd else (x, w)
             if (id(x), odd) not in blocks:
@@ -229,128 +247,133 @@ def _kl_batch(batch: ScoreBatch, target, process, t_min, T, tol, quadrature, bas
             spans.append((which, lev, blk[2], len(x), odd))
         xs = [b[0] for b in blocks.values()]
         ws = [b[1] for b in blocks.values()]
-        _solvesubset(idx, np.concatenate(xs), np.concatenate(ws), atol, spans)
+        self._solve_subset(idx, np.concatenate(xs), np.concatenate(ws), atol, spans)
 
-    def _solvesubset(idx, x, w, atol, spans):
+    def _solve_subset(self, idx, x, w, atol, spans):
         on = w > 0                        # nodes of weight 0 in every rule: no solve, log p_gen := 0
         logp = np.zeros((len(idx), len(x)))
-        logp[:, on], st = ode_log_density(subset(batch, idx), x[on], process, t_min, T, atol=atol,
-                                          weights=w[on], method=method, max_steps=max_steps)
+        logp[:, on], st = ode_log_density(subset(self.batch, idx), x[on], self.process, self.t_min, self.T,
+                                          atol=atol, weights=w[on], method=self.method,
+                                          max_steps=self.max_steps)
+        work = self.work
         work["nfev"] += st.nfev
         work["n_steps"] += st.n_steps
         work["n_rejected"] += st.n_rejected
         work["n_solves"] += 1
-        steps = fewest.setdefault(atol, np.full(B, np.inf))
+        steps = self.fewest.setdefault(atol, np.full(self.batch.n, np.inf))
         steps[idx] = np.minimum(steps[idx], st.n_steps)
         work["nodes"] = max(work["nodes"], int(on.sum()))
         if st.status != 0 and len(idx) > 1:
             # a common step serves all; isolate the member(s) that fail
             half = len(idx) // 2
-            _solvesubset(idx[:half], x, w, atol, spans)
-            _solvesubset(idx[half:], x, w, atol, spans)
+            self._solve_subset(idx[:half], x, w, atol, spans)
+            self._solve_subset(idx[half:], x, w, atol, spans)
             return
         for which, lev, start, n, odd in spans:
-            arr = memo.setdefault((which, lev, atol), np.full((B, n), np.nan))
+            arr = self.memo.setdefault((which, lev, atol), np.full((self.batch.n, n), np.nan))
             if odd:
                 rows = idx[:, None]
                 arr[rows, np.arange(1, n, 2)] = logp[:, start:start + n // 2]
-                arr[rows, np.arange(0, n, 2)] = memo[(which, lev - 1, atol)][idx]
+                arr[rows, np.arange(0, n, 2)] = self.memo[(which, lev - 1, atol)][idx]
             else:
                 arr[idx] = logp[:, start:start + n]
         if st.status != 0:
-            failed[idx] = True
+            budget = st.status == 2
+            self.failed[idx] = Status.WORK_BUDGET if budget else Status.SOLVER_FAILED
             for b in idx:
-                messages[b] = f"ODE solver failed: {st.message} (stiff or non-smooth score?)"
+                self.detail[int(b)] = (f"work budget: ODE solve took {st.message}" if budget else
+                                       f"ODE solver failed: {st.message} (stiff or non-smooth score?)")
 
-    def quad(which, lev, atol):
-        _, w, ref = sets.get(which, lev)
-        lp = memo.get((which, lev, atol))
+    def _quad(self, which, lev, atol):
+        _, w, ref = self.sets.get(which, lev)
+        lp = self.memo.get((which, lev, atol))
         if lp is None:
-            return np.full(B, np.nan)
+            return np.full(self.batch.n, np.nan)
         on = w > 0
         with np.errstate(invalid="ignore", over="ignore"):
             return (ref[None, on] - lp[:, on]) @ w[on]
 
-    lev, a = _first_level(sets, quadrature, process, t_min, max_level), float(tol)
-    active = np.arange(B)
-    value = np.full((n_sets, B), np.nan)
-    error = np.full((n_sets, B), np.inf)
-    converged = np.zeros(B, dtype=bool)
-    while active.size:
-        # value: rule lev+1 at a/10; quadrature error: rule lev at a/10 (nested: free);
-        # ODE error: rule lev at a/10 vs a (the coarse solve needs only the smaller rule)
+    # -- the refinement protocol ----------------------------------------------------
+    def evaluate(self, active):
+        lev, a, n_sets = self.lev, self.a, self.n_sets
         fine = a / TOL_RATIO
         need = [((s, lev + 1), fine) for s in range(n_sets)]
-        if not nested:
+        if not self.nested:
             need += [((s, lev), fine) for s in range(n_sets)]
         need += [((s, lev), a) for s in range(n_sets)]
         for atol in (fine, a):
-            todo = active[~failed[active]]
+            todo = active[self.failed[active] == 0]
             keys = [key for key, at in need if at == atol
-                    and not (key + (atol,) in memo and np.all(np.isfinite(memo[key + (atol,)][todo])))]
+                    and not (key + (atol,) in self.memo and np.all(np.isfinite(self.memo[key + (atol,)][todo])))]
             if keys and todo.size:
-                solve(keys, atol, todo)
-            if nested and atol == fine:
+                self._solve(keys, atol, todo)
+            if self.nested and atol == fine:
                 for s in range(n_sets):
-                    src_ = memo.get((s, lev + 1, fine))
+                    src_ = self.memo.get((s, lev + 1, fine))
                     if src_ is not None:
-                        memo[(s, lev, fine)] = src_[:, ::2]
-                        memo[(s, lev - 1, fine)] = src_[:, ::4]
-        ok = active[~failed[active]]
-        err_q = np.zeros((n_sets, B))
-        err_o = np.zeros((n_sets, B))
+                        self.memo[(s, lev, fine)] = src_[:, ::2]
+                        self.memo[(s, lev - 1, fine)] = src_[:, ::4]
+        value = np.empty((n_sets, active.size))
         for s in range(n_sets):
-            qf = quad(s, lev + 1, fine)
-            qn = quad(s, lev, fine)
-            qc = quad(s, lev, a)
-            err_q[s], err_o[s] = np.abs(qf - qn), np.abs(qn - qc)
-            if nested:
+            qf, qn, qc = self._quad(s, lev + 1, fine), self._quad(s, lev, fine), self._quad(s, lev, a)
+            self.err_q[s], self.err_o[s] = np.abs(qf - qn), np.abs(qn - qc)
+            if self.nested:
                 # kinks make the trapezoid's convergence erratic until h resolves
                 # them: also require the previous difference to be small
-                err_q[s] = np.maximum(err_q[s], 0.5 * np.abs(qn - quad(s, lev - 1, fine)))
-            value[s, ok], error[s, ok] = qf[ok], (err_q[s] + err_o[s])[ok]
-        fin = np.all(np.isfinite(error[:, ok]), axis=0)
-        for b in ok[~fin]:
-            failed[b] = True
-            messages[b] = "log p_gen is not finite at quadrature nodes (generated density underflows)"
-        ok = ok[fin]
-        coarse_steps = fewest.get(a, np.zeros(B))
-        done = ok[np.all(error[:, ok] <= tol, axis=0) & (coarse_steps[ok] >= min_steps)]
-        converged[done] = True
-        active = np.setdiff1d(ok, done)
-        if not active.size:
-            break
-        eq = float(np.max(err_q[:, active]))
-        eo = float(np.max(err_o[:, active]))
-        need_q = eq > 0.5 * tol
-        need_o = eo > 0.5 * tol or not need_q or bool(np.any(coarse_steps[active] < min_steps))
-        # jump by the observed error: O(h^2) per grid level, O(atol) for the ODE
-        dlev = 1 + int(eq > 0.5 * tol * 16 and quadrature == "grid")
-        if need_q and (lev + dlev >= max_level or (quadrature == "nodes" and sets.base << (lev + 2) > MAX_ORDER)):
-            dlev = max_level - 1 - lev if quadrature == "grid" else 0
+                self.err_q[s] = np.maximum(self.err_q[s], 0.5 * np.abs(qn - self._quad(s, lev - 1, fine)))
+            value[s] = qf[active]
+        error = (self.err_q + self.err_o)[:, active]
+        for b in active:
+            if self.failed[b] == 0 and not np.all(np.isfinite(error[:, active == b])):
+                self.detail[int(b)] = "log p_gen is not finite at quadrature nodes (generated density underflows)"
+        coarse_steps = self.fewest.get(a, np.zeros(self.batch.n))
+        return Estimate(value, error, status=self.failed[active], detail=self.detail,
+                        hold=coarse_steps[active] < self.min_steps)
+
+    def refine(self, active, error, tols):
+        """Raise the quadrature level and/or tighten the ODE tolerance, by the observed errors:
+        O(h^2) per grid level, O(atol) for the ODE."""
+        rq = float(np.max(self.err_q[:, active] / tols))
+        ro = float(np.max(self.err_o[:, active] / tols))
+        coarse_steps = self.fewest.get(self.a, np.zeros(self.batch.n))
+        need_q = rq > 0.5
+        need_o = ro > 0.5 or not need_q or bool(np.any(coarse_steps[active] < self.min_steps))
+        grid = self.quadrature == "grid"
+        dlev = 1 + int(rq > 0.5 * 16 and grid)
+        if need_q and (self.lev + dlev >= self.max_level or
+                       (not grid and self.sets.base << (self.lev + 2) > MAX_ORDER)):
+            dlev = self.max_level - 1 - self.lev if grid else 0
             if dlev <= 0:
-                for b in active:
-                    messages[b] = (f"quadrature refinement limit reached ({quadrature}, level {lev + 1}); "
-                                   f"error {error[:, b].max():.2g} > tol {tol:g}")
-                break
-        da = TOL_RATIO ** (1 + int(eo > 0.5 * tol * 10 * TOL_RATIO))
-        if need_o and a / da / TOL_RATIO < min_atol:
-            for b in active:
-                messages[b] = f"ODE tolerance limit {min_atol:g} reached; error {error[:, b].max():.2g}"
-            break
+                return Status.QUADRATURE_LIMIT, (f"quadrature refinement limit reached ({self.quadrature}, "
+                                                 f"level {self.lev + 1})")
+        da = TOL_RATIO ** (1 + int(ro > 0.5 * 10 * TOL_RATIO))
+        if need_o and self.a / da / TOL_RATIO < self.min_atol:
+            return Status.TOLERANCE_LIMIT, f"ODE tolerance limit {self.min_atol:g} reached"
         if need_q:
-            lev += dlev
+            self.lev += dlev
         if need_o:
-            a /= da
-    size = sets.base << (lev + 1)
-    work.update(quadrature=quadrature, atol=a / TOL_RATIO, method=method,
-                **({"order": size} if quadrature == "nodes" else {"n_grid": size}))
-    for b in range(B):
-        if converged[b]:
-            messages[b] = "converged"
-        elif not messages[b]:
-            messages[b] = "not converged"
-    return value, error, converged, messages, work
+            self.a /= da
+        return None
+
+    def summary(self):
+        size = self.sets.base << (self.lev + 1)
+        return dict(self.work, quadrature=self.quadrature, atol=self.a / TOL_RATIO, method=self.method,
+                    **({"order": size} if self.quadrature == "nodes" else {"n_grid": size}))
+
+
+def _kl_batch(batch: ScoreBatch, target, process, t_min, T, tol, quadrature, base, max_level, method,
+              max_steps, budget=None, progress=None, desc="kl_ode"):
+    """KL for every score of ``batch``: ``(value, error, status, messages, work)`` (no raising)."""
+    prob = _ODEKL(batch, target, process, t_min, T, quadrature, base, max_level, method, max_steps)
+    prob.a = float(tol)
+    bar = progress_bar(batch.n, desc, progress)
+    try:
+        out = refine(prob, batch.n, tol, relative=True, budget=budget, progress=bar)
+    finally:
+        if bar is not None:
+            bar.close()
+    work = dict(prob.summary(), seconds=out.seconds, refinements=out.iterations)
+    return out.value, out.error, out.status, out.messages, work
 
 
 def _first_level(sets, quadrature, process, t_min, max_level):
