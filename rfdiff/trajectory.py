@@ -35,7 +35,7 @@ import numpy as np
 
 from . import _validate as v
 from .kl.fokker_planck import kl_sde_path
-from .kl.girsanov import girsanov_bound_path
+from .kl.girsanov import girsanov_bound_path, score_term_path
 from .kl.ode import kl_ode_path
 
 __all__ = ["trajectory", "save", "load", "METRICS", "DEFAULT_METRICS"]
@@ -129,16 +129,9 @@ def trajectory(sm_or_flow, taus, target=None, metrics=DEFAULT_METRICS, *, tol: f
 def _empirical_distance(flow, taus, sm, tol, strict, order, kw):
     """``1/2 int g2 E_{p^_t}|s - s^_t|^2 dt`` (the Girsanov score term against the
     training set, without its KL(p^_T || pi))."""
-    from .model.batch import make_batch
-    from .kl.results import BoundResult, finish
-    from .kl.girsanov import _bound_batch
     kw = dict(kw)
     kw.setdefault("order", order)
-    batch = make_batch(model=flow.model, A=flow.params(taus))
-    st, st_err, _, _, conv, msg, work = _bound_batch(
-        batch, sm.data, sm.process, sm.t_min, sm.T, tol, kw.pop("n_time", 16), kw.pop("order"),
-        kw.pop("max_n_time", 2048), quadrature=kw.pop("quadrature", "auto"), with_prior=False)
-    return finish(BoundResult(st, st_err, 0.0, 0.0, st, st_err, conv, msg, tol, work), strict)
+    return score_term_path(flow, taus, sm.data, sm.process, sm.t_min, sm.T, tol, strict=strict, **kw)
 
 
 def _flat(work: dict) -> str:

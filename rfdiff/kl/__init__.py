@@ -14,8 +14,8 @@ the quadrature of :mod:`~rfdiff.kl.nodes`; results are
 from .results import BoundResult, ConvergenceError, KLResult, Status
 from .ode import generated_density, kl_ode, kl_ode_path, log_density_ode, ode_log_density
 from .fokker_planck import kl_sde, kl_sde_path, sde_density
-from .girsanov import girsanov_bound, girsanov_bound_path, kl_prior
+from .girsanov import girsanov_bound, girsanov_bound_path, kl_prior, score_term_path
 
 __all__ = ["BoundResult", "ConvergenceError", "KLResult", "Status", "generated_density", "kl_ode",
            "kl_ode_path", "log_density_ode", "ode_log_density", "kl_sde", "kl_sde_path", "sde_density",
-           "girsanov_bound", "girsanov_bound_path", "kl_prior"]
+           "girsanov_bound", "girsanov_bound_path", "kl_prior", "score_term_path"]

@@ -47,8 +47,9 @@ from scipy.special import lambertw, ndtr
 from .. import _validate as v
 from ..model.batch import ScoreBatch, make_batch
 from .._numba import twins
-from .results import ConvergenceError, KLResult, finish
-from .nodes import NodeSets, as_process, assemble, check_common, flow_defaults, subset
+from .results import ConvergenceError, KLResult, Status, finish
+from .nodes import MAX_ORDER, NodeSets, as_process, assemble, check_common, flow_defaults, subset
+from ..numerics.refine import Budget, Estimate, progress_bar, refine
 
 __all__ = ["kl_sde", "kl_sde_path", "sde_density", "solve_fokker_planck", "FPGrid"]
 
@@ -204,10 +205,14 @@ def edge_ratio(q) -> np.ndarray:
 
 def _log_interp(grid: FPGrid, q, x):
     """``log q`` at points x by a cubic spline through the cell values (B, k)."""
-    with np.errstate(divide="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore"):
         lq = np.log(np.maximum(q, 1e-300))
-    spl = CubicSpline(grid.centers, lq.T, axis=0, bc_type="not-a-knot")
-    return spl(np.clip(x, grid.centers[0], grid.centers[-1])).T
+    good = np.all(np.isfinite(lq), axis=1)
+    out = np.full((q.shape[0], np.size(x)), np.nan)
+    if np.any(good):                   # a non-finite density (a NaN score) gives NaN, reported by the caller
+        spl = CubicSpline(grid.centers, lq[good].T, axis=0, bc_type="not-a-knot")
+        out[good] = spl(np.clip(x, grid.centers[0], grid.centers[-1])).T
+    return out
 
 
 def _domain(sets: NodeSets, levels, process, pad=0.05):
@@ -236,8 +241,9 @@ def _richardson(levels):
 
 
 def _kl_sde_batch(batch, target, process, t_min, T, tol, quadrature, base, n_cells, n_steps, max_levels,
-                  min_levels=3, max_qlevel=4, max_stretch=1e6):
-    """KL of the reverse-SDE density for every score of ``batch`` (arrays, no raising).
+                  min_levels=3, max_qlevel=4, max_stretch=1e6, budget=None, progress=None):
+    """KL of the reverse-SDE density for every score of ``batch`` (arrays, no raising):
+    ``(value, error, status, messages, work, mass_loss)``.
 
     Scores whose density reaches the domain's edge (early in training the
     generated law can be far wider than the target) are solved again on a
@@ -249,141 +255,182 @@ def _kl_sde_batch(batch, target, process, t_min, T, tol, quadrature, base, n_cel
     B = batch.n
     value = np.full((n_sets, B), np.nan)
     error = np.full((n_sets, B), np.inf)
-    converged = np.zeros(B, dtype=bool)
+    status = np.full(B, int(Status.NOT_CONVERGED), dtype=np.int64)
     mass = np.full(B, np.nan)
     messages = [""] * B
     work = {"levels": 0, "n_cells": 0, "n_steps": 0, "lo": lo, "hi": hi, "cell_steps": 0,
-            "quadrature": quadrature, "quadrature_level": 1, "stretch": np.ones(B)}
+            "quadrature": quadrature, "quadrature_level": 1, "stretch": np.ones(B), "seconds": 0.0}
     edge_tol = 1e-3 * tol
     pending = [(np.arange(B), 1.0)]
-    while pending:
-        idx, K = pending.pop()
-        sub = subset(batch, idx)
-        out = _sde_levels(sub, sets, process, t_min, T, tol, n_cells, n_steps, max_levels,
-                          min_levels, max_qlevel, lo, hi, K, edge_tol, work)
-        val, err, conv, msgs, ms, wide = out
-        work["stretch"][idx] = K
-        for j, b in enumerate(idx):
-            value[:, b], error[:, b], converged[b], messages[b], mass[b] = val[:, j], err[:, j], conv[j], msgs[j], ms[j]
-        if np.any(wide):
-            if K * 10 <= max_stretch:
-                pending.append((idx[wide], K * 10.0))
-            else:
-                for b in idx[wide]:
-                    converged[b] = False
-                    messages[b] = (f"generated density reaches the edge of a grid {max_stretch:g}x wider "
-                                   "than the target's extent")
-    return value, error, converged, messages, work, mass
+    bar = progress_bar(B, "kl_sde", progress)
+    try:
+        while pending:
+            idx, K = pending.pop()
+            prob = _SDELevels(subset(batch, idx), sets, process, t_min, T, n_cells, n_steps, max_levels,
+                              min_levels, max_qlevel, lo, hi, K, edge_tol, work, tol)
+            out = refine(prob, idx.size, tol, relative=True, budget=budget, progress=bar)
+            work["stretch"][idx] = K
+            work["seconds"] += out.seconds
+            wide = prob.wide
+            value[:, idx], error[:, idx], status[idx], mass[idx] = out.value, out.error, out.status, prob.mass
+            for j, b in enumerate(idx):
+                messages[b] = out.messages[j]
+            if np.any(wide):
+                if K * 10 <= max_stretch:
+                    pending.append((idx[wide], K * 10.0))
+                else:
+                    for b in idx[wide]:
+                        status[b] = int(Status.QUADRATURE_LIMIT)
+                        messages[b] = (f"generated density reaches the edge of a grid {max_stretch:g}x wider "
+                                       "than the target's extent")
+    finally:
+        if bar is not None:
+            bar.close()
+    return value, error, status, messages, work, mass
 
 
-def _sde_levels(batch, sets, process, t_min, T, tol, n_cells, n_steps, max_levels, min_levels,
-                max_qlevel, lo, hi, K, edge_tol, work):
-    """The level loop on one domain; returns per-member arrays and a ``wide`` mask."""
-    n_sets = len(sets.times)
-    B = batch.n
-    value = np.full((n_sets, B), np.nan)
-    error = np.full((n_sets, B), np.inf)
-    converged = np.zeros(B, dtype=bool)
-    mass = np.full(B, np.nan)
-    wide = np.zeros(B, dtype=bool)
-    messages = ["not converged"] * B
-    kls = {}                      # (level, which, order) -> (B,) (NaN where not computed)
-    active = np.arange(B)
-    lev = 0
-    sols = []
-    for level in range(max_levels):
-        N = (n_cells << level) * (2 if K > 1 else 1)
-        M = n_steps << level
-        grid = FPGrid(lo, hi, N, stretch=K)
-        q, ml = solve_fokker_planck(subset(batch, active), process, t_min, T, grid, M)
-        mass[active] = ml
-        sols.append((grid, q, active))
-        work["levels"] = max(work["levels"], level + 1)
-        work["n_cells"], work["n_steps"] = max(work["n_cells"], N), max(work["n_steps"], M)
-        work["cell_steps"] += N * M * len(active)
+class _SDELevels:
+    """The level sequence on one domain (the problem of
+    :func:`rfdiff.numerics.refine.refine`): level l solves on ``n_cells 2^l``
+    cells (twice that on a stretched grid) and ``n_steps 2^l`` steps; an
+    evaluation extrapolates the KLs over the levels solved so far (at least
+    ``min_levels``), raising the quadrature level (up to ``max_qlevel``, and
+    :data:`~rfdiff.kl.nodes.MAX_ORDER` nodes) while its error dominates.
+    Scores whose level-0 density reaches the walls are set aside (``wide``)."""
+
+    def __init__(self, batch, sets, process, t_min, T, n_cells, n_steps, max_levels, min_levels,
+                 max_qlevel, lo, hi, K, edge_tol, work, tol):
+        self.tol = tol
+        self.batch, self.sets, self.process, self.t_min, self.T = batch, sets, process, t_min, T
+        self.n_cells, self.n_steps, self.max_levels, self.min_levels = n_cells, n_steps, max_levels, min_levels
+        self.max_qlevel, self.lo, self.hi, self.K, self.edge_tol, self.work = max_qlevel, lo, hi, K, edge_tol, work
+        B = batch.n
+        self.mass = np.full(B, np.nan)
+        self.wide = np.zeros(B, dtype=bool)
+        self.status = np.zeros(B, dtype=np.int64)
+        self.detail = {}
+        self.kls = {}                 # (level, which, order) -> (B,) (NaN where not computed)
+        self.sols = []
+        self.level = -1               # the finest level solved
+        self.lev = 0                  # the quadrature level
+
+    def _solve_level(self, active):
+        level = self.level + 1
+        N = (self.n_cells << level) * (2 if self.K > 1 else 1)
+        M = self.n_steps << level
+        grid = FPGrid(self.lo, self.hi, N, stretch=self.K)
+        q, ml = solve_fokker_planck(subset(self.batch, active), self.process, self.t_min, self.T, grid, M)
+        self.mass[active] = ml
+        self.sols.append((grid, q, active))
+        self.level = level
+        w = self.work
+        w["levels"] = max(w["levels"], level + 1)
+        w["n_cells"], w["n_steps"] = max(w["n_cells"], N), max(w["n_steps"], M)
+        w["cell_steps"] += N * M * len(active)
+        bad = ~np.all(np.isfinite(q), axis=1)
+        for j in np.flatnonzero(bad):
+            self.status[active[j]] = int(Status.NOT_FINITE)
+            self.detail[int(active[j])] = "the Fokker-Planck density is not finite (a non-finite score?)"
         if level == 0:
-            wide[active] = edge_ratio(q) > edge_tol
-            active = active[~wide[active]]
-            if not active.size:
-                break
-        if level + 1 < min_levels:
-            continue
+            self.wide[active] = ~bad & (edge_ratio(np.where(np.isfinite(q), q, 0.0)) > self.edge_tol)
+            for b in active[self.wide[active]]:
+                self.status[b] = int(Status.NOT_CONVERGED)
+                self.detail[int(b)] = "the generated density reaches the domain's edge"
 
-        def kl_at(l, which, ql):
-            key = (l, which, ql)
-            if key not in kls:
-                g_, q_, act_ = sols[l]
-                x, w, ref = sets.get(which, ql)
-                xx = np.clip(x[:, 0], g_.centers[0], g_.centers[-1])
-                out = np.full(B, np.nan)
-                with np.errstate(invalid="ignore", over="ignore"):
-                    out[act_] = (ref[None, :] - _log_interp(g_, q_, xx)) @ w
-                kls[key] = out
-            return kls[key][active]
+    def _kl_at(self, l, which, ql, active):
+        key = (l, which, ql)
+        if key not in self.kls:
+            g_, q_, act_ = self.sols[l]
+            x, w, ref = self.sets.get(which, ql)
+            xx = np.clip(x[:, 0], g_.centers[0], g_.centers[-1])
+            out = np.full(self.batch.n, np.nan)
+            with np.errstate(invalid="ignore", over="ignore"):
+                out[act_] = (ref[None, :] - _log_interp(g_, q_, xx)) @ w
+            self.kls[key] = out
+        return self.kls[key][active]
 
+    def _qlevel_ok(self, lev):
+        """Whether quadrature level ``lev`` exists (nodes: at most MAX_ORDER)."""
+        return lev <= self.max_qlevel and (self.sets.kind != "nodes" or self.sets.base << lev <= MAX_ORDER)
+
+    def evaluate(self, active):
+        todo = active[self.status[active] == 0]
+        while todo.size and self.level + 1 < self.max_levels and (self.level + 1 < self.min_levels
+                                                                   or self.level < 0):
+            self._solve_level(todo)
+            todo = todo[self.status[todo] == 0]
+        n_sets = len(self.sets.times)
         while True:
+            value = np.empty((n_sets, active.size))
             err_q = np.empty((n_sets, active.size))
             err_h = np.empty((n_sets, active.size))
             for s in range(n_sets):
-                best, eh = _richardson([kl_at(l, s, lev + 1) for l in range(level + 1)])
-                best_n, _ = _richardson([kl_at(l, s, lev) for l in range(level + 1)])
-                value[s, active], err_h[s], err_q[s] = best, eh, np.abs(best - best_n)
-            error[:, active] = err_h + err_q
-            finite = np.all(np.isfinite(error[:, active]), axis=0)
-            done = finite & np.all(error[:, active] <= tol, axis=0)
-            open_ = finite & ~done
-            if np.any(err_q[:, open_] > 0.5 * tol) and lev + 2 <= max_qlevel and \
-                    np.any(err_q[:, open_] > err_h[:, open_]):
-                lev += 1
+                best, eh = _richardson([self._kl_at(l, s, self.lev + 1, active) for l in range(self.level + 1)])
+                best_n, _ = _richardson([self._kl_at(l, s, self.lev, active) for l in range(self.level + 1)])
+                value[s], err_h[s], err_q[s] = best, eh, np.abs(best - best_n)
+            error = err_h + err_q
+            tl = self.tol * np.maximum(1.0, np.max(np.abs(np.where(np.isfinite(value), value, 0.0)), axis=0))
+            ok = (self.status[active] == 0) & np.all(np.isfinite(error), axis=0)
+            open_ = ok & ~np.all(error <= tl, axis=0)
+            # the quadrature is refined while its error dominates (the KL's own tolerance rule)
+            if (np.any(err_q[:, open_] > 0.5 * tl[open_]) and self._qlevel_ok(self.lev + 2)
+                    and np.any(err_q[:, open_] > err_h[:, open_])):
+                self.lev += 1
                 continue
             break
-        converged[active[done]] = True
-        for b in active[~finite]:
-            messages[b] = "log q is not finite at quadrature nodes (generated density underflows)"
-        active = active[open_]
-        if not active.size:
-            break
-    work["quadrature_level"] = max(work["quadrature_level"], lev + 1)
-    for b in range(B):
-        if converged[b]:
-            messages[b] = "converged"
-        elif messages[b] == "not converged" and np.all(np.isfinite(error[:, b])):
-            messages[b] = (f"refinement limit reached ({work['n_cells']} cells, {work['n_steps']} steps, "
-                           f"quadrature level {lev + 1}); error {error[:, b].max():.2g} > tol {tol:g}")
-    return value, error, converged, messages, mass, wide
+        for b in active[(self.status[active] == 0) & ~np.all(np.isfinite(error), axis=0)]:
+            self.detail[int(b)] = "log q is not finite at quadrature nodes (generated density underflows)"
+        self.work["quadrature_level"] = max(self.work["quadrature_level"], self.lev + 1)
+        return Estimate(value, error, status=self.status[active], detail=self.detail)
+
+    def refine(self, active, error, tols):
+        if self.level + 1 >= self.max_levels:
+            w = self.work
+            return Status.QUADRATURE_LIMIT, (f"refinement limit reached ({w['n_cells']} cells, {w['n_steps']} "
+                                             f"steps, quadrature level {self.lev + 1})")
+        self._solve_level(active)
+        return None
 
 
 def _assemble_sde(res, tol, scalar):
-    value, error, converged, messages, work, mass = res
-    return assemble(value, error, converged, messages, work, tol, "sde", mass_loss=mass, scalar=scalar)
+    value, error, status, messages, work, mass = res
+    return assemble(value, error, status, messages, work, tol, "sde", mass_loss=mass, scalar=scalar)
 
 
 def kl_sde(score, target, process=None, t_min: float = 1e-3, T: float = 8.0, tol: float = 1e-6, *,
            quadrature: str = "nodes", order: int = 32, n_grid: int = 512, n_cells: int = 256,
-           n_steps: int = 64, max_levels: int = 7, strict: bool = True) -> KLResult:
+           n_steps: int = 64, max_levels: int = 7, max_seconds: float | None = None,
+           progress: bool | None = None, strict: bool = True) -> KLResult:
     """KL between the data and the reverse-SDE sampler's generated law (1D).
 
-    ``value = KL(p_0 || q_{t_min})``, ``kl_tmin = KL(p_{t_min} || q_{t_min})`` with q
-    the Fokker-Planck density (see the module docstring). Grids of
+    ``value`` and ``kl_tmin`` as in :mod:`rfdiff.kl`, with ``p_gen`` the
+    Fokker-Planck density q (see the module docstring). Grids of
     ``n_cells 2^l`` cells and ``n_steps 2^l`` steps, l < ``max_levels``, are
-    extrapolated until the error estimate is below ``tol``; ``mass_loss``
-    reports ``|1 - mass|`` on the finest grid. ``quadrature``: ``"nodes"`` (the
-    target's nodes from ``order``; the SDE density is smooth) or ``"grid"``
-    (trapezoid from ``n_grid`` panels). Raises :class:`ConvergenceError` when
-    the tolerance is not met (``strict=False``: returned with ``converged=False``).
+    extrapolated until the error estimate is below ``tol`` (absolute up to a
+    KL of 1, relative beyond); ``mass_loss`` reports ``|1 - mass|`` on the
+    finest grid. ``quadrature``: ``"nodes"`` (the target's nodes from ``order``,
+    at most :data:`~rfdiff.kl.nodes.MAX_ORDER`; the SDE density is smooth) or
+    ``"grid"`` (trapezoid from ``n_grid`` panels). Work budget: ``max_levels``
+    grids, ``max_seconds`` of wall time (``None``: no limit); ``progress``: a
+    tqdm bar (``None``: when stderr is a terminal). Raises
+    :class:`ConvergenceError` naming what failed or ran out when the tolerance
+    is not met (``strict=False``: returned with ``converged=False`` and
+    ``status`` saying why).
     """
     batch = make_batch(score)
     if batch.dim != 1:
         raise ValueError("kl_sde is 1D: the score must have dim 1")
     process, t_min, T, tol = check_common(target, process, t_min, T, tol, 1)
     res = _kl_sde_batch(batch, target, process, t_min, T, tol, *_sde_options(
-        quadrature, order, n_grid, n_cells, n_steps, max_levels))
+        quadrature, order, n_grid, n_cells, n_steps, max_levels), budget=Budget(max_seconds=max_seconds),
+        progress=progress)
     return finish(_assemble_sde(res, tol, True), strict)
 
 
 def kl_sde_path(flow, taus, target, process=None, t_min=None, T=None, tol: float = 1e-3, *,
                 quadrature: str = "nodes", order: int = 32, n_grid: int = 512, n_cells: int = 256,
-                n_steps: int = 64, max_levels: int = 6, strict: bool = True) -> KLResult:
+                n_steps: int = 64, max_levels: int = 6, max_seconds: float | None = None,
+                progress: bool | None = None, strict: bool = True) -> KLResult:
     """:func:`kl_sde` for a 1D random-feature flow at many training times at once
     (grid and steps shared; one score evaluation per step for all taus)."""
     process, t_min, T = flow_defaults(flow, process, t_min, T)
@@ -393,7 +440,8 @@ def kl_sde_path(flow, taus, target, process=None, t_min=None, T=None, tol: float
     taus = np.atleast_1d(np.asarray(taus, dtype=np.float64))
     batch = make_batch(model=flow.model, A=flow.params(taus))
     res = _kl_sde_batch(batch, target, process, t_min, T, tol, *_sde_options(
-        quadrature, order, n_grid, n_cells, n_steps, max_levels))
+        quadrature, order, n_grid, n_cells, n_steps, max_levels), budget=Budget(max_seconds=max_seconds),
+        progress=progress)
     return finish(_assemble_sde(res, tol, False), strict)
 
 
