@@ -126,8 +126,8 @@ def assemble(value, error, status, messages, work, tol, kind, mass_loss=None, sc
     only set, ``value[-1]``: at t_min), with the sign convention of
     :func:`~rfdiff.kl.results.clip_negative` applied to both KLs."""
     status = np.asarray(status, dtype=np.int64)
-    val, err, st0 = clip_negative(value[0], error[0], status)
-    kl_tmin, kl_tmin_err, st1 = clip_negative(value[-1], error[-1], status)
+    val, err, st0 = clip_negative(value[0], error[0], status, tol)
+    kl_tmin, kl_tmin_err, st1 = clip_negative(value[-1], error[-1], status, tol)
     status = np.maximum(st0, st1)          # NEGATIVE (7) wins over CONVERGED (0) only
     messages = list(messages)
     for b in np.flatnonzero((status == Status.NEGATIVE) & (np.asarray([m == "converged" for m in messages]))):

@@ -84,17 +84,18 @@ class BoundResult:
         return float(self.value)
 
 
-def clip_negative(value, error, status):
+def clip_negative(value, error, status, tol):
     """The sign convention of :mod:`rfdiff.kl`: a KL below 0 is reported as 0
     with its error bar widened to cover the computed value
-    (``error + |value|``); one below 0 beyond its own bar (``value + error < 0``:
-    the error estimate is wrong) is also no longer converged, status
-    ``NEGATIVE`` (an unconverged status is kept). Arrays of one shape."""
+    (``error + |value|``); one below 0 beyond its own bar and the tolerance
+    (``value + error < -tol``: the error estimate is wrong) is also no longer
+    converged, status ``NEGATIVE`` (an unconverged status is kept). Arrays of
+    one shape; ``tol`` the absolute tolerance."""
     value = np.array(value, dtype=np.float64)
     error = np.array(error, dtype=np.float64)
     status = np.array(status, dtype=np.int64)
     neg = value < 0
-    beyond = neg & (value + error < 0) & (status == Status.CONVERGED)
+    beyond = neg & (value + error < -tol) & (status == Status.CONVERGED)
     status[beyond] = int(Status.NEGATIVE)
     error[neg] = error[neg] - value[neg]
     value[neg] = 0.0
