@@ -137,3 +137,17 @@ def test_no_kl_below_zero():
         for val, err in ((res.value, res.error), (res.kl_tmin, res.kl_tmin_error)):
             assert val >= 0 and val <= err + 1e-15
         assert res.status == rf.Status.CONVERGED
+
+
+@pytest.mark.slow
+def test_issue_case_of_a_negative_sde_kl():
+    """mu = 50, m = 128, n = 300, tau = 1e12 gave kl_sde = -0.0367 +- 0.0088
+    (unconverged): now 0 with a bar covering the computed value, and the status
+    of the limit it hit."""
+    target = rf.two_modes(50.0)
+    model = rf.RandomFeatureScore(m=128, seed=0)
+    sm = rf.ScoreMatching(model, target.sample(300, seed=0), t_min=1e-3, T=8.0, weighting="sigma2")
+    r = rf.kl_sde_path(sm.flow(), [1e12], target, tol=1e-3, strict=False)
+    assert r.value[0] >= 0 and r.kl_tmin[0] >= 0
+    assert r.value[0] <= r.error[0] and r.kl_tmin[0] <= r.kl_tmin_error[0]
+    assert not r.converged[0] and r.status[0] != rf.Status.CONVERGED

@@ -16,10 +16,8 @@ shared/SPEC.md §6. The ODE is integrated in ``u = log t`` (the score changes
 on a log-time scale near ``t_min``) by an embedded Runge-Kutta pair
 (:mod:`rfdiff.numerics.rk`) for all points at once: one score call per stage.
 
-KL convention: ``value = KL(p_0 || p_gen) = E_{p_0}[log p_0 - log p_gen]``
-compares the generated density at ``t_min`` with the data law ``p_0``;
-``kl_tmin = KL(p_{t_min} || p_gen)``. For a target whose ``p_0`` has no density
-(``Empirical``) ``value`` is ``kl_tmin``. Expectations use the target's
+The KL (``value``, ``kl_tmin``) follows the convention of :mod:`rfdiff.kl`
+(stated there once, with its tolerance and sign rules). Expectations use the target's
 quadrature nodes (Gauss-Hermite per mixture component, Gauss-Legendre on a
 compact support) or, in 1D, the trapezoid rule on a uniform grid weighted by
 the target's density (the default for ReLU features, whose kinks make
@@ -38,13 +36,15 @@ resolution floors keep the differences out of the pre-asymptotic regime,
 where they agree by chance: grids start at panels of at most
 ``sigma(t_min)/2`` (the spike width of a memorising law), and an ODE pair
 counts only when its coarser solve took at least :data:`MIN_STEPS` steps (1D
-ReLU features, whose velocity has kinks). A
-plateau in the level sequence can still hide an error (one case seen: 2x the
-bar; see the README). Nodes of negligible weight are not solved
-(:data:`rfdiff.kl.nodes.NEGLIGIBLE`). Orders and
-tolerances are refined until the error is below ``tol`` or a work limit is
-hit; then :class:`ConvergenceError` is raised (``strict=False`` returns the
-result with ``converged=False``). Nothing returns NaN or inf silently.
+ReLU features, whose velocity has kinks). A plateau in the level sequence
+can still hide an error. Nodes of negligible weight are not solved
+(:data:`rfdiff.kl.nodes.NEGLIGIBLE`). Orders and tolerances are refined by
+the refinement loop of :mod:`rfdiff.numerics.refine` (:class:`_ODEKL` is its
+problem) until the error is below the tolerance or a work limit is hit; then
+:class:`ConvergenceError` is raised naming it (``strict=False`` returns the
+result with ``converged=False`` and its ``status``). Nothing returns NaN or
+inf silently. The step's local error is absolute up to
+:data:`RELATIVE_NATS` of ``|log pi(X)|`` and relative beyond it.
 
 Random-feature flows: :func:`kl_ode_path` evaluates many training times at
 once, every (tau, node) pair in one system whose stages compute the features
@@ -80,10 +80,9 @@ TOL_RATIO = 10.0
 #: for 1D ReLU features (a velocity that is only Lipschitz: kinks), the coarser
 #: solve of an ODE error estimate must take at least this many steps over
 #: [t_min, T]: with fewer the solver is pre-asymptotic and two tolerances can
-#: agree by chance (n = 300, m = 128, tau = 1e11: 18 and 37 steps agreed to 1e-3
-#: where both were 3e-3 off; 82 steps and more behave). Smooth scores
-#: (dopri5) are not held to it: a Gaussian's exact score needs ~15 steps at
-#: 1e-4 and its estimates are right, and forcing 64 steps took atol to 1e-11.
+#: agree by chance. Smooth scores (dopri5) are not held to it: their
+#: estimates are right from a few steps on, and a floor would only force
+#: needlessly tight tolerances (docs/sections/refine.md has the measurements).
 MIN_STEPS = 64
 
 #: where ``|log pi(X)|`` exceeds this many nats, the ODE's local error is
@@ -392,8 +391,7 @@ def _first_level(sets, quadrature, process, t_min, max_level):
     """The grid's first level: panels no wider than ``sigma(t_min) / 2``. A
     memorising generated law has spikes of that width at the training points,
     and coarser grids are pre-asymptotic, where differences between levels
-    underestimate the error (two_modes, n = 1000, m = 1024, tau = 1e13, tol 5e-3:
-    0.0093 off, 0.0041 reported, from 512 panels). Capped at ``max_level - 1``."""
+    underestimate the error. Capped at ``max_level - 1``."""
     if quadrature != "grid":
         return 0
     lo, hi = sets.window()

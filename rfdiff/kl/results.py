@@ -1,5 +1,6 @@
-"""Result objects shared by the likelihood, Fokker-Planck and bound solvers (private;
-the public names are re-exported from :mod:`rfdiff.kl.ode`)."""
+"""Result objects shared by the likelihood, Fokker-Planck and bound solvers, and
+the sign rule of the KL convention (:mod:`rfdiff.kl`); the public names are
+re-exported from :mod:`rfdiff.kl`."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
