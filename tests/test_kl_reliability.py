@@ -151,3 +151,12 @@ def test_issue_case_of_a_negative_sde_kl():
     assert r.value[0] >= 0 and r.kl_tmin[0] >= 0
     assert r.value[0] <= r.error[0] and r.kl_tmin[0] <= r.kl_tmin_error[0]
     assert not r.converged[0] and r.status[0] != rf.Status.CONVERGED
+
+
+def test_progress_bar_on_request(one_point, capsys):
+    flow, target = one_point
+    r = rf.kl_ode_path(flow, [1.0, 1e4], target, tol=1e-2, progress=True)
+    assert np.all(r.converged)
+    assert "kl_ode_path" in capsys.readouterr().err
+    rf.kl_ode_path(flow, [1.0], target, tol=1e-2, progress=False)
+    assert "kl_ode_path" not in capsys.readouterr().err
