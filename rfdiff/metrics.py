@@ -40,7 +40,8 @@ import numpy as np
 
 from . import _validate as v
 from .process import OU
-from .numerics.quadrature import log_time_grid
+from .numerics.quadrature import LogTimeIntegral
+from .numerics.refine import Status, refine
 from .score import as_score
 
 __all__ = ["MetricResult", "score_distance", "l2_score_error", "integrated_score_error",
@@ -95,35 +96,25 @@ def integrated_score_error(score, target, process=None, t_min: float = 1e-3, T: 
 
     ``weighting``: ``"likelihood"`` (``lambda = g2/2``: the score term of the
     Girsanov bound), ``"sigma2"`` (``sigma_t^2``) or ``"none"`` (1). Time nodes
-    are doubled until n and 2n agree to ``tol``; ``error`` is that difference
-    plus the change from doubling ``order``.
+    are doubled until n and 2n agree to ``tol / 2`` (at most ``max_n_time``,
+    :class:`rfdiff.numerics.quadrature.LogTimeIntegral`); ``error`` is that
+    difference plus the change from doubling ``order``; ``info["status"]``
+    (a :class:`rfdiff.numerics.refine.Status`) says whether ``error <= tol``.
     """
     process = _proc(process)
     t_min, T = v.window(t_min, T)
     v.choice("weighting", weighting, ("likelihood", "sigma2", "none"))
     lam = {"likelihood": lambda t: 0.5 * process.g2(t), "sigma2": process.sigma2,
            "none": lambda t: np.ones_like(t)}[weighting]
-    cache = {}
-
-    def integral(n, o):
-        g = log_time_grid(t_min, T, n)
-        vals = []
-        for t in g.t:
-            if (t, o) not in cache:
-                cache[(t, o)] = l2_score_error(score, target, t, process, o)
-            vals.append(cache[(t, o)])
-        return float((g.weights * lam(g.t)) @ np.array(vals))
-
-    n = v.positive_int("n_time", n_time)
-    while True:
-        fine = integral(2 * n, order)
-        err_t = abs(fine - integral(n, order))
-        if err_t <= 0.5 * tol or 4 * n > max_n_time:
-            break
-        n *= 2
-    best = integral(2 * n, 2 * order)
-    return MetricResult(best, err_t + abs(best - fine), {"n_time": 2 * n, "order": 2 * order,
-                                                          "weighting": weighting})
+    order = v.positive_int("order", order)
+    tol = v.positive("tol", tol)
+    prob = LogTimeIntegral(lambda t, o: np.atleast_1d(l2_score_error(score, target, t, process, o)), lam,
+                           t_min, T, v.positive_int("n_time", n_time), order, max_n_time, order, tol)
+    out = refine(prob, 1, tol)
+    info = dict(prob.summary(), weighting=weighting, status=Status(int(out.status[0])),
+                converged=bool(out.converged[0]), message=out.messages[0])
+    info.pop("n_evals")
+    return MetricResult(float(out.value[0]), float(out.error[0]), info)
 
 
 def distance_to_empirical(score, empirical, t, process=None, p=None, order: int = 16) -> np.ndarray:

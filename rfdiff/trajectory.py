@@ -14,16 +14,17 @@ Metrics:
 - ``train_loss``, ``population_loss``: closed form along the flow (time
   averages, see :mod:`rfdiff.model.scorematching`); their ``_error`` is 0 (exact for
   the assembled quadrature);
-- ``kl_ode``, ``kl_sde``: ``KL(p_0 || p_gen)``, with ``<name>_tmin`` =
-  ``KL(p_{t_min} || p_gen)`` and errors; ``kl_sde_mass_loss``;
+- ``kl_ode``, ``kl_sde``: the KL of :mod:`rfdiff.kl`, with ``<name>_tmin`` and
+  errors; ``kl_sde_mass_loss``;
 - ``girsanov``: the bound ``KL(p_T || pi) + 1/2 int g2 E|s - grad log p_t|^2 dt``
   (compare with ``kl_sde_tmin``);
 - ``score_error``: ``1/2 int g2 E_{p_t}|s - grad log p_t|^2 dt`` (plain integral);
 - ``empirical_distance``: ``1/2 int g2 E_{p^_t}|s - s^_t|^2 dt``, the distance to
   the empirical optimal score under the training law.
 
-Unconverged values are kept (``<metric>_converged`` False, the solver's
-message in ``attrs``) unless ``strict=True``, which raises. The dataset's
+Unconverged values are kept (``<metric>_converged`` False,
+``<metric>_status`` the :class:`rfdiff.Status` code, the solver's message in
+``attrs``) unless ``strict=True``, which raises. The dataset's
 ``attrs["provenance"]`` (JSON) records parameters, seeds, versions and the git
 revision; :func:`save` writes it to netCDF atomically.
 """
@@ -35,7 +36,7 @@ import numpy as np
 
 from . import _validate as v
 from .kl.fokker_planck import kl_sde_path
-from .kl.girsanov import girsanov_bound_path
+from .kl.girsanov import girsanov_bound_path, score_term_path
 from .kl.ode import kl_ode_path
 
 __all__ = ["trajectory", "save", "load", "METRICS", "DEFAULT_METRICS"]
@@ -59,10 +60,8 @@ def trajectory(sm_or_flow, taus, target=None, metrics=DEFAULT_METRICS, *, tol: f
                girsanov: dict | None = None, empirical_order: int = 8, seeds: dict | None = None):
     """Evaluate ``metrics`` at every tau; returns an ``xarray.Dataset`` (dim ``tau``).
 
-    ``tol``: absolute tolerance of every KL and bound (default 1e-3: about 0.2 s
-    per tau for each of ODE and SDE KL with m = 4096 features on 2 cores; 1e-4
-    costs 3-4x more, mostly in the x-quadrature of late-training ODE
-    densities); ``ode``, ``sde``, ``girsanov``: extra keyword arguments of the
+    ``tol``: tolerance of every KL (the convention of :mod:`rfdiff.kl`) and
+    bound (absolute); ``ode``, ``sde``, ``girsanov``: extra keyword arguments of the
     path solvers; ``seeds``: extra seeds to record (the model's and the
     problem's are recorded anyway).
     """
@@ -80,11 +79,13 @@ def trajectory(sm_or_flow, taus, target=None, metrics=DEFAULT_METRICS, *, tol: f
     tol = v.positive("tol", tol)
     data, attrs, cache = {}, {}, {}
 
-    def put(name, val, err, conv=None, **extra):
+    def put(name, val, err, conv=None, status=None, **extra):
         data[name] = ("tau", np.asarray(val, dtype=np.float64))
         data[f"{name}_error"] = ("tau", np.broadcast_to(np.asarray(err, dtype=np.float64), taus.shape).copy())
         if conv is not None:
             data[f"{name}_converged"] = ("tau", np.broadcast_to(np.asarray(conv, dtype=bool), taus.shape).copy())
+        if status is not None:
+            data[f"{name}_status"] = ("tau", np.broadcast_to(np.asarray(status, dtype=np.int64), taus.shape).copy())
         for k, val_k in extra.items():
             data[k] = ("tau", np.broadcast_to(np.asarray(val_k, dtype=np.float64), taus.shape).copy())
 
@@ -96,13 +97,14 @@ def trajectory(sm_or_flow, taus, target=None, metrics=DEFAULT_METRICS, *, tol: f
             put(m, flow.population_loss(taus, target), 0.0)
         elif m == "kl_ode":
             r = kl_ode_path(flow, taus, target, tol=tol, strict=strict, **(ode or {}))
-            put(m, r.value, r.error, r.converged, kl_ode_tmin=r.kl_tmin, kl_ode_tmin_error=r.kl_tmin_error)
+            put(m, r.value, r.error, r.converged, r.status, kl_ode_tmin=r.kl_tmin,
+                kl_ode_tmin_error=r.kl_tmin_error)
             attrs["kl_ode_message"] = r.message
             attrs["kl_ode_work"] = _flat(r.work)
         elif m == "kl_sde":
             r = kl_sde_path(flow, taus, target, tol=tol, strict=strict, **(sde or {}))
-            put(m, r.value, r.error, r.converged, kl_sde_tmin=r.kl_tmin, kl_sde_tmin_error=r.kl_tmin_error,
-                kl_sde_mass_loss=r.mass_loss)
+            put(m, r.value, r.error, r.converged, r.status, kl_sde_tmin=r.kl_tmin,
+                kl_sde_tmin_error=r.kl_tmin_error, kl_sde_mass_loss=r.mass_loss)
             attrs["kl_sde_message"] = r.message
             attrs["kl_sde_work"] = _flat(r.work)
         elif m in ("girsanov", "score_error"):
@@ -111,16 +113,16 @@ def trajectory(sm_or_flow, taus, target=None, metrics=DEFAULT_METRICS, *, tol: f
                                                         **(girsanov or {}))
             r = cache["girsanov"]
             if m == "girsanov":
-                put(m, r.value, r.error, r.converged)
+                put(m, r.value, r.error, r.converged, r.status)
                 attrs["girsanov_kl_prior"] = float(r.kl_prior)
                 attrs["girsanov_message"] = r.message
             else:
-                put(m, r.score_term, r.score_term_error, r.converged)
+                put(m, r.score_term, r.score_term_error, r.converged, r.status)
         elif m == "empirical_distance":
             if sm is None:
                 raise ValueError("empirical_distance needs the ScoreMatching problem (its training set)")
             r = _empirical_distance(flow, taus, sm, tol, strict, empirical_order, girsanov or {})
-            put(m, r.score_term, r.score_term_error, r.converged)
+            put(m, r.score_term, r.score_term_error, r.converged, r.status)
         attrs[f"seconds_{m}"] = time.perf_counter() - t0
     ds = xr.Dataset(data, coords={"tau": taus}, attrs=attrs)
     return _with_provenance(ds, sm, flow, target, metrics, tol, ode, sde, girsanov, seeds)
@@ -129,16 +131,9 @@ def trajectory(sm_or_flow, taus, target=None, metrics=DEFAULT_METRICS, *, tol: f
 def _empirical_distance(flow, taus, sm, tol, strict, order, kw):
     """``1/2 int g2 E_{p^_t}|s - s^_t|^2 dt`` (the Girsanov score term against the
     training set, without its KL(p^_T || pi))."""
-    from .model.batch import make_batch
-    from .kl.results import BoundResult, finish
-    from .kl.girsanov import _bound_batch
     kw = dict(kw)
     kw.setdefault("order", order)
-    batch = make_batch(model=flow.model, A=flow.params(taus))
-    st, st_err, _, _, conv, msg, work = _bound_batch(
-        batch, sm.data, sm.process, sm.t_min, sm.T, tol, kw.pop("n_time", 16), kw.pop("order"),
-        kw.pop("max_n_time", 2048), quadrature=kw.pop("quadrature", "auto"), with_prior=False)
-    return finish(BoundResult(st, st_err, 0.0, 0.0, st, st_err, conv, msg, tol, work), strict)
+    return score_term_path(flow, taus, sm.data, sm.process, sm.t_min, sm.T, tol, strict=strict, **kw)
 
 
 def _flat(work: dict) -> str:

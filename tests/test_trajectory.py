@@ -35,6 +35,7 @@ def test_dataset_layout(ds):
         assert np.all(np.isfinite(ds[m].values)) and np.all(ds[f"{m}_error"].values >= 0)
     for m in ("kl_ode", "kl_sde", "girsanov"):
         assert ds[f"{m}_converged"].values.all()
+        assert ds[f"{m}_status"].dtype.kind == "i" and np.all(ds[f"{m}_status"].values == 0)
         assert np.all(ds[f"{m}_error"].values <= 1e-3)
     assert np.all(ds["kl_sde_mass_loss"].values < 1e-10)
     assert "kl_ode_tmin" in ds and "kl_sde_tmin" in ds

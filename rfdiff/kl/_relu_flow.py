@@ -29,7 +29,7 @@ import math
 import numba
 import numpy as np
 
-from ..model.batch import PARALLEL_MIN_WORK, KinkOrder, RFBatch, _count_lt
+from ..model.batch import PARALLEL_MIN_WORK, KinkOrder, ScoreBatch, count_lt
 from .._numba import twins
 from ..numerics.rk import _lincomb
 
@@ -64,7 +64,7 @@ def _kernel_impl(xa, xb, va, vb, h, ua, ta, tb, g2a, g2b, cw, w, ba, bm, bb,
             hi = max(x0, x1)
             pad = 0.25 * (hi - lo) + ext
             acc = 0.0
-            r = _count_lt(zs, lo - pad)               # first kink >= lo - pad
+            r = count_lt(zs, lo - pad)               # first kink >= lo - pad
             while r < nz and zs[r] <= hi + pad:
                 j = js[r]
                 r += 1
@@ -230,20 +230,20 @@ def _merge_impl(xa, xb, va, vb, h, ua, ta, tb, g2a, g2b, cw, w, ba, bm, bb,
 _merge_serial, _merge_parallel = twins(_merge_impl, error_model="numpy")
 
 
-def make_aux(batch: RFBatch, process, d: int = 1):
+def make_aux(batch: ScoreBatch, process, d: int = 1):
     """The ``aux`` callback of :func:`rfdiff.numerics.rk.integrate` for the (X only)
-    probability-flow system of a 1D ReLU batch: returns the exact log-density
+    probability-flow system of a 1D piecewise-linear batch (its
+    :class:`~rfdiff.model.batch.Pieces`): returns the exact log-density
     increment of each accepted step, shape (B, k)."""
-    model = batch.model
-    w = np.ascontiguousarray(model.W[:, 0])
-    cw = np.ascontiguousarray(batch.A[:, 0, :] * w[None, :] / model.m)
+    first = batch.pieces(1.0)
+    w, cw = first.w, first.jump
     nonzero = np.flatnonzero(w != 0)
     zero = np.flatnonzero(w == 0)
     orders = KinkOrder()
 
     def aux(u, h, y, y_new, f_start, f_end):
         ta, tb = math.exp(u), math.exp(u + h)
-        ba, bm, bb = (np.ascontiguousarray(model.bias(t)) for t in (ta, math.exp(u + 0.5 * h), tb))
+        ba, bm, bb = (batch.pieces(t).bias for t in (ta, math.exp(u + 0.5 * h), tb))
         g2a, g2b = float(process.g2(ta)), float(process.g2(tb))
         xa = np.ascontiguousarray(y[..., 0])
         xb = np.ascontiguousarray(y_new[..., 0])

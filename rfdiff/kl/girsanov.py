@@ -23,11 +23,12 @@ import numpy as np
 
 from .. import _validate as v
 from ..model.batch import ScoreBatch, make_batch
-from .results import BoundResult, finish
+from .results import BoundResult, Status, finish
 from .nodes import check_common, flow_defaults
-from ..numerics.quadrature import composite_gauss_legendre, log_time_grid
+from ..numerics.quadrature import LogTimeIntegral, composite_gauss_legendre
+from ..numerics.refine import Budget, refine
 
-__all__ = ["girsanov_bound", "girsanov_bound_path", "kl_prior"]
+__all__ = ["girsanov_bound", "girsanov_bound_path", "score_term_path", "kl_prior"]
 
 
 def kl_prior(target, process, T: float, order: int = 32):
@@ -75,84 +76,87 @@ def _kink_rule(batch, target, process, t, n_panels):
 
 
 def _bound_batch(batch, target, process, t_min, T, tol, n_time, order, max_n_time, max_order=320,
-                 quadrature="auto", with_prior=True):
+                 quadrature="auto", with_prior=True, budget=None):
+    """The bound's terms for every score of ``batch``: ``(score_term, its error, kl_prior,
+    its error, status, message, work)`` (no raising)."""
     kinks = quadrature == "kinks" or (quadrature == "auto" and batch.piecewise_linear)
     if kinks and not batch.piecewise_linear:
         raise ValueError("quadrature='kinks' needs a 1D ReLU random-feature score")
     if kinks:
         order, max_order = max(int(order), 32), max(max_order, 64 * 16)
-    cache = {}
-
-    def term(t, o):
-        key = (float(t), o)
-        if key not in cache:
-            cache[key] = _score_term_at(batch, target, process, float(t), o, kinks)
-        return cache[key]
-
-    def integral(n, o):
-        grid = log_time_grid(t_min, T, n)
-        vals = np.stack([term(t, o) for t in grid.t])            # (n, B)
-        return (0.5 * grid.weights * process.g2(grid.t)) @ vals
-
     kp, kp_err = kl_prior(target, process, T, 32 if kinks else order) if with_prior else (0.0, 0.0)
-    n, o = int(n_time), int(order)
-    while True:
-        fine = integral(2 * n, o)
-        err_t = np.abs(fine - integral(n, o))
-        if np.all(err_t <= 0.5 * tol) or 4 * n > max_n_time:
-            break
-        n *= 2
-    while True:
-        best = integral(2 * n, 2 * o)
-        err_o = np.abs(best - fine)
-        if np.all(err_o <= 0.5 * tol) or 4 * o > max_order:
-            break
-        o *= 2
-        fine = best
-    err = err_t + err_o
-    total_err = err + kp_err
-    converged = total_err <= tol
-    msg = "converged" if np.all(converged) else (
-        f"not converged: error {np.max(total_err):.2g} > tol {tol:g} with {2 * n} time nodes "
-        f"(max_n_time={max_n_time}) and order {2 * o} (max_order={max_order})")
-    work = {"n_time": 2 * n, "order": 2 * o, "n_evals": len(cache)}
-    return best, err, kp, kp_err, converged, msg, work
+    prob = LogTimeIntegral(lambda t, o: _score_term_at(batch, target, process, t, o, kinks),
+                           lambda t: 0.5 * process.g2(t), t_min, T, n_time, order, max_n_time, max_order,
+                           tol, extra_error=kp_err)
+    out = refine(prob, batch.n, tol, budget=budget)
+    conv = out.converged
+    msg = "converged" if np.all(conv) else "; ".join(sorted(set(m for m, c in zip(out.messages, conv) if not c)))
+    work = dict(prob.summary(), seconds=out.seconds)
+    return out.value, out.error - kp_err, kp, kp_err, out.status, msg, work
+
+
+def _result(st, st_err, kp, kp_err, status, msg, work, tol, scalar):
+    pick = (lambda a: float(a[0])) if scalar else (lambda a: a)  # noqa: E731
+    conv = status == Status.CONVERGED
+    return BoundResult(pick(kp + st), pick(st_err + kp_err), kp, kp_err, pick(st), pick(st_err),
+                       bool(conv[0]) if scalar else conv, msg, tol, work,
+                       Status(int(status[0])) if scalar else status)
+
+
+def _quadrature(quadrature):
+    return v.choice("quadrature", quadrature, ("auto", "nodes", "kinks"))
 
 
 def girsanov_bound(score, target, process=None, t_min: float = 1e-3, T: float = 8.0, tol: float = 1e-6, *,
                    n_time: int = 16, order: int = 20, max_n_time: int = 2048, quadrature: str = "auto",
-                   strict: bool = True) -> BoundResult:
+                   max_seconds: float | None = None, strict: bool = True) -> BoundResult:
     """``KL(p_T || pi) + 1/2 int g2 E_{p_t}|s - grad log p_t|^2 dt`` with its quadrature error.
 
     An upper bound on ``KL(p_{t_min} || p_gen^SDE)`` (the ``kl_tmin`` of
     :func:`rfdiff.kl_sde`). Raises :class:`ConvergenceError` when ``tol`` is not
-    met (``strict=False``: returned with ``converged=False``). ``quadrature``:
-    ``"nodes"`` (the target's nodes, ``order`` doubled up to 320), ``"kinks"``
-    (1D ReLU random features: Gauss-Legendre panels broken at the kinks) or
-    ``"auto"`` (``kinks`` where it applies).
+    met within ``max_n_time`` time nodes, order 320 and ``max_seconds``
+    (``strict=False``: returned with ``converged=False`` and ``status`` saying
+    why). ``quadrature``: ``"nodes"`` (the target's nodes, ``order`` doubled up
+    to 320), ``"kinks"`` (1D ReLU random features: Gauss-Legendre panels broken
+    at the kinks) or ``"auto"`` (``kinks`` where it applies).
     """
     batch = make_batch(score)
-    v.choice("quadrature", quadrature, ("auto", "nodes", "kinks"))
+    _quadrature(quadrature)
     process, t_min, T, tol = check_common(target, process, t_min, T, tol, batch.dim)
     res = _bound_batch(batch, target, process, t_min, T, tol, v.positive_int("n_time", n_time),
-                       v.positive_int("order", order), max_n_time, quadrature=quadrature)
-    st, st_err, kp, kp_err, conv, msg, work = res
-    out = BoundResult(float(kp + st[0]), float(st_err[0] + kp_err), kp, kp_err, float(st[0]),
-                      float(st_err[0]), bool(conv[0]), msg, tol, work)
-    return finish(out, strict)
+                       v.positive_int("order", order), max_n_time, quadrature=quadrature,
+                       budget=Budget(max_seconds=max_seconds))
+    return finish(_result(*res, tol, True), strict)
 
 
 def girsanov_bound_path(flow, taus, target, process=None, t_min=None, T=None, tol: float = 1e-3, *,
                         n_time: int = 16, order: int = 20, max_n_time: int = 2048,
-                        quadrature: str = "auto", strict: bool = True) -> BoundResult:
+                        quadrature: str = "auto", max_seconds: float | None = None,
+                        strict: bool = True) -> BoundResult:
     """:func:`girsanov_bound` for a random-feature flow at many taus (arrays over tau)."""
+    return _path(flow, taus, target, process, t_min, T, tol, n_time, order, max_n_time, quadrature,
+                 max_seconds, strict, with_prior=True)
+
+
+def score_term_path(flow, taus, target, process=None, t_min=None, T=None, tol: float = 1e-3, *,
+                    n_time: int = 16, order: int = 20, max_n_time: int = 2048,
+                    quadrature: str = "auto", max_seconds: float | None = None,
+                    strict: bool = True) -> BoundResult:
+    """The score term ``1/2 int g2 E_{p_t}|s - grad log p_t|^2 dt`` of
+    :func:`girsanov_bound_path` alone (``kl_prior = 0``), for any target with
+    a score, e.g. the training set (``Empirical``: the distance to the
+    empirical optimal score under the training law)."""
+    return _path(flow, taus, target, process, t_min, T, tol, n_time, order, max_n_time, quadrature,
+                 max_seconds, strict, with_prior=False)
+
+
+def _path(flow, taus, target, process, t_min, T, tol, n_time, order, max_n_time, quadrature, max_seconds,
+          strict, with_prior):
     process, t_min, T = flow_defaults(flow, process, t_min, T)
     process, t_min, T, tol = check_common(target, process, t_min, T, tol, flow.model.dim)
     taus = np.atleast_1d(np.asarray(taus, dtype=np.float64))
     batch = make_batch(model=flow.model, A=flow.params(taus))
-    st, st_err, kp, kp_err, conv, msg, work = _bound_batch(
-        batch, target, process, t_min, T, tol, v.positive_int("n_time", n_time),
-        v.positive_int("order", order), max_n_time, quadrature=v.choice("quadrature", quadrature,
-                                                                         ("auto", "nodes", "kinks")))
-    out = BoundResult(kp + st, st_err + kp_err, kp, kp_err, st, st_err, conv, msg, tol, work)
-    return finish(out, strict)
+    res = _bound_batch(batch, target, process, t_min, T, tol, v.positive_int("n_time", n_time),
+                       v.positive_int("order", order), max_n_time, quadrature=_quadrature(quadrature),
+                       with_prior=with_prior, budget=Budget(max_seconds=max_seconds))
+    return finish(_result(*res, tol, False), strict)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _validate as v
-from .results import KLResult
+from .results import KLResult, Status, clip_negative
 from ..process import OU, Process
 
 #: largest Gauss-Hermite order used (numpy's rule loses its weights beyond ~400)
@@ -121,21 +121,29 @@ def subset(batch, idx):
     return batch.subset(idx)
 
 
-def assemble(value, error, converged, messages, work, tol, kind, mass_loss=None, scalar=True):
-    kl_tmin, kl_tmin_err = value[-1], error[-1]
-    val, err = value[0], error[0]
+def assemble(value, error, status, messages, work, tol, kind, mass_loss=None, scalar=True):
+    """A :class:`KLResult` from per-set rows (``value[0]``: the KL at t = 0 or the
+    only set, ``value[-1]``: at t_min), with the sign convention of
+    :func:`~rfdiff.kl.results.clip_negative` applied to both KLs."""
+    status = np.asarray(status, dtype=np.int64)
+    val, err, st0 = clip_negative(value[0], error[0], status, tol)
+    kl_tmin, kl_tmin_err, st1 = clip_negative(value[-1], error[-1], status, tol)
+    status = np.maximum(st0, st1)          # NEGATIVE (7) wins over CONVERGED (0) only
+    messages = list(messages)
+    for b in np.flatnonzero((status == Status.NEGATIVE) & (np.asarray([m == "converged" for m in messages]))):
+        messages[b] = ("negative KL beyond its error bar (reported as 0, error widened to cover it): "
+                       "the error estimate is wrong")
+    converged = status == Status.CONVERGED
     if scalar:
-        conv = bool(converged[0])
-        msg = messages[0]
         pick = lambda a: float(a[0])  # noqa: E731
-        return KLResult(pick(val), pick(err), pick(kl_tmin), pick(kl_tmin_err), conv, msg, kind, tol,
-                        work, None if mass_loss is None else float(mass_loss[0]))
+        return KLResult(pick(val), pick(err), pick(kl_tmin), pick(kl_tmin_err), bool(converged[0]), messages[0],
+                        kind, tol, work, None if mass_loss is None else float(mass_loss[0]),
+                        Status(int(status[0])))
     msgs = sorted(set(messages))
     msg = "converged" if np.all(converged) else "; ".join(
         f"tau[{i}]: {m}" for i, m in enumerate(messages) if not converged[i])
     work = dict(work, messages=msgs)
-    return KLResult(val.copy(), err.copy(), kl_tmin.copy(), kl_tmin_err.copy(), converged.copy(), msg,
-                    kind, tol, work, mass_loss)
+    return KLResult(val, err, kl_tmin, kl_tmin_err, converged, msg, kind, tol, work, mass_loss, status)
 
 
 def check_common(target, process, t_min, T, tol, d=None):

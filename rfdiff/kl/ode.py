@@ -1,25 +1,7 @@
-"""Exact log-likelihood of the probability-flow ODE, and the KL it implies.
+"""The KL of the probability-flow ODE's generated law (the convention of :mod:`rfdiff.kl`).
 
-For a forward process ``dx = f(t) x dt + g(t) dW`` and a score ``s`` the
-probability-flow ODE has velocity
-
-    v(x, t) = f(t) x - (g2(t)/2) s(x, t),    div v = d f(t) - (g2(t)/2) div s,
-
-and the generated law (the ODE run from ``pi`` at ``T`` down to ``t_min``)
-has, at any point x, the exact log-density
-
-    log p_gen(x) = log pi(X_T) + int_{t_min}^{T} div v(X_t, t) dt,
-
-with ``X_t`` the forward solution of ``dX/dt = v`` from ``X_{t_min} = x``. For the
-OU process (f = -1, g2 = 2) this is ``log pi(X_T) - int (1 + ds/dx) dt`` of
-shared/SPEC.md §6. The ODE is integrated in ``u = log t`` (the score changes
-on a log-time scale near ``t_min``) by an embedded Runge-Kutta pair
-(:mod:`rfdiff.numerics.rk`) for all points at once: one score call per stage.
-
-KL convention: ``value = KL(p_0 || p_gen) = E_{p_0}[log p_0 - log p_gen]``
-compares the generated density at ``t_min`` with the data law ``p_0``;
-``kl_tmin = KL(p_{t_min} || p_gen)``. For a target whose ``p_0`` has no density
-(``Empirical``) ``value`` is ``kl_tmin``. Expectations use the target's
+``log p_gen`` at quadrature nodes comes from :mod:`rfdiff.kl.log_density`
+(exact change of variables along the ODE). Expectations use the target's
 quadrature nodes (Gauss-Hermite per mixture component, Gauss-Legendre on a
 compact support) or, in 1D, the trapezoid rule on a uniform grid weighted by
 the target's density (the default for ReLU features, whose kinks make
@@ -38,37 +20,29 @@ resolution floors keep the differences out of the pre-asymptotic regime,
 where they agree by chance: grids start at panels of at most
 ``sigma(t_min)/2`` (the spike width of a memorising law), and an ODE pair
 counts only when its coarser solve took at least :data:`MIN_STEPS` steps (1D
-ReLU features, whose velocity has kinks). A
-plateau in the level sequence can still hide an error (one case seen: 2x the
-bar; see the README). Nodes of negligible weight are not solved
-(:data:`rfdiff.kl.nodes.NEGLIGIBLE`). Orders and
-tolerances are refined until the error is below ``tol`` or a work limit is
-hit; then :class:`ConvergenceError` is raised (``strict=False`` returns the
-result with ``converged=False``). Nothing returns NaN or inf silently.
-
-Random-feature flows: :func:`kl_ode_path` evaluates many training times at
-once, every (tau, node) pair in one system whose stages compute the features
-once (for 1D ReLU features, sorted kinks and prefix sums; see
-:mod:`rfdiff.model.batch`). For 1D ReLU features the divergence is piecewise
-constant in x, which a Runge-Kutta method integrates only to first order;
-there only X is integrated by the Runge-Kutta pair and the log-density
-increment of every step is exact up to the kink-crossing times
-(:mod:`rfdiff.kl._relu_flow`).
+ReLU features, whose velocity has kinks). A plateau in the level sequence
+can still hide an error. Nodes of negligible weight are not solved
+(:data:`rfdiff.kl.nodes.NEGLIGIBLE`). Orders and tolerances are refined by
+the refinement loop of :mod:`rfdiff.numerics.refine` (:class:`_ODEKL` is its
+problem) until the error is below the tolerance or a work limit is hit; then
+:class:`ConvergenceError` is raised naming it (``strict=False`` returns the
+result with ``converged=False`` and its ``status``). Nothing returns NaN or
+inf silently.
 """
 from __future__ import annotations
 
 import math
 
-import numba
 import numpy as np
 
 from .. import _validate as v
 from ..model.batch import ScoreBatch, make_batch
-from ..numerics.rk import _lincomb, integrate
-from .nodes import (MAX_ORDER, NodeSets, as_process, assemble, check_common, flow_defaults,
+from .log_density import (RELATIVE_NATS, _error_norm, _resolve_method, generated_density,  # noqa: F401
+                          log_density_ode, ode_log_density)
+from .nodes import (MAX_ORDER, NodeSets, assemble, check_common, flow_defaults,
                          resolve_quadrature, subset)
-from .results import BoundResult, ConvergenceError, KLResult, finish
-from ..process import Process
+from .results import BoundResult, ConvergenceError, KLResult, Status, finish
+from ..numerics.refine import Budget, Estimate, progress_bar, refine
 
 __all__ = ["kl_ode", "kl_ode_path", "log_density_ode", "generated_density", "KLResult",
            "BoundResult", "ConvergenceError"]
@@ -79,146 +53,51 @@ TOL_RATIO = 10.0
 #: for 1D ReLU features (a velocity that is only Lipschitz: kinks), the coarser
 #: solve of an ODE error estimate must take at least this many steps over
 #: [t_min, T]: with fewer the solver is pre-asymptotic and two tolerances can
-#: agree by chance (n = 300, m = 128, tau = 1e11: 18 and 37 steps agreed to 1e-3
-#: where both were 3e-3 off; 82 steps and more behave). Smooth scores
-#: (dopri5) are not held to it: a Gaussian's exact score needs ~15 steps at
-#: 1e-4 and its estimates are right, and forcing 64 steps took atol to 1e-11.
+#: agree by chance. Smooth scores (dopri5) are not held to it: their
+#: estimates are right from a few steps on, and a floor would only force
+#: needlessly tight tolerances (docs/sections/refine.md has the measurements).
 MIN_STEPS = 64
 
+class _ODEKL:
+    """The refinable KL of every score of ``batch`` (the problem of
+    :func:`rfdiff.numerics.refine.refine`): a quadrature level ``lev`` and an ODE
+    tolerance ``a``, shared by the active scores.
 
-def _flow_system(batch: ScoreBatch, process: Process, d: int):
-    """``dy/du`` of the stacked (x, ell) system in u = log t."""
-    def rhs(u, y):
-        t = float(np.exp(u))
-        x = y[..., :d]
-        s, div = batch(x, t, dz=True)
-        f, g2 = float(process.f(t)), float(process.g2(t))
-        out = np.empty_like(y)
-        out[..., :d] = t * (f * x - 0.5 * g2 * s)
-        out[..., d] = t * (d * f - 0.5 * g2 * div)
-        return out
-    return rhs
-
-
-def ode_log_density(batch: ScoreBatch, x, process: Process, t_min: float, T: float, *, atol: float,
-                    weights=None, method: str = "dopri5", max_steps: int = 200_000, node_atol=None,
-                    exact_kinks: bool = True):
-    """``log p_gen(x)`` for every score of ``batch`` at the points ``x`` (k, d).
-
-    Error norm per point: ``|err ell| + (1 + |x|/prior_var) |err x|`` (the
-    error of ``log pi(X_T) + ell``). With ``weights`` (k,), the step is accepted
-    when the weighted mean of that error (the error of a quadrature over the
-    points) is ``<= atol`` for every score and the largest one is
-    ``<= node_atol`` (default ``sqrt(atol)``); without, when the largest is ``<= atol``.
-    For 1D ReLU random features (``exact_kinks``) only X is integrated by the
-    Runge-Kutta pair and ``ell`` step by step with exact kink crossings
-    (:mod:`rfdiff.kl._relu_flow`). Returns ``(logp (B, k), stats)``.
+    One evaluation: the value uses rule ``lev + 1`` at ``a / TOL_RATIO``; the
+    quadrature error compares it with rule ``lev`` (nested grids: free), the
+    ODE error rule ``lev`` at ``a / TOL_RATIO`` with ``a`` (module docstring).
     """
-    x = np.asarray(x, dtype=np.float64)
-    k, d = x.shape
-    order = np.argsort(x[:, 0], kind="stable") if d == 1 else np.arange(k)
-    xs = x[order]
-    B = batch.n
-    kinks = exact_kinks and batch.piecewise_linear
-    p = d if kinks else d + 1
-    y0 = np.zeros((B, k, p))
-    y0[..., :d] = xs[None]
-    pv = float(process.prior_var)
-    if weights is None:
-        w = None
-        cap = atol
-    else:
-        w = np.asarray(weights, dtype=np.float64)[order]
-        cap = float(np.sqrt(atol)) if node_atol is None else float(node_atol)
 
-    def norm(y, y_new, err):
-        return _error_norm(y_new, err, d, pv, not kinks, np.empty(0) if w is None else w, cap, atol)
+    def __init__(self, batch, target, process, t_min, T, quadrature, base, max_level, method,
+                 max_steps, min_atol=1e-14):
+        self.batch, self.process, self.t_min, self.T = batch, process, t_min, T
+        self.quadrature, self.max_level, self.method, self.max_steps = quadrature, max_level, method, max_steps
+        self.min_atol = min_atol
+        self.sets = NodeSets(target, process, t_min, quadrature, base)
+        self.n_sets = len(self.sets.times)
+        B = batch.n
+        self.memo = {}     # (which, level, atol) -> (B, k) log p_gen, NaN where not computed
+        self.work = {"nfev": 0, "n_steps": 0, "n_rejected": 0, "n_solves": 0, "nodes": 0}
+        self.failed = np.zeros(B, dtype=np.int64)      # Status where a solve failed
+        self.detail = {}
+        self.nested = quadrature == "grid"     # the level-l grid is every other point of level l+1
+        self.fewest = {}   # atol -> (B,) fewest steps of a solve at atol that held the member
+        self.min_steps = MIN_STEPS if batch.piecewise_linear else 0
+        self.err_q = np.zeros((self.n_sets, B))
+        self.err_o = np.zeros((self.n_sets, B))
+        self.lev = _first_level(self.sets, quadrature, process, t_min, max_level)
+        self.a = None
 
-    if kinks:
-        from ._relu_flow import make_aux
-        rhs, aux = _velocity_system(batch, process, d), make_aux(batch, process, d)
-    else:
-        rhs, aux = _flow_system(batch, process, d), None
-    y, stats = integrate(rhs, y0, float(np.log(t_min)), float(np.log(T)), norm, method=method,
-                         max_steps=max_steps, aux=aux)
-    ell = stats.extra.pop("aux", np.zeros((B, k))) if kinks else y[..., d]
-    logp = np.empty((B, k))
-    with np.errstate(over="ignore", invalid="ignore"):
-        logp[:, order] = process.prior_logpdf(y[..., :d].reshape(-1, d)).reshape(B, k) + ell
-    return logp, stats
-
-
-def _velocity_system(batch: ScoreBatch, process: Process, d: int):
-    """``dX/du = t v(X, t)`` alone."""
-    def rhs(u, y):
-        t = float(np.exp(u))
-        s, _ = batch(y, t, dz=False)
-        f, g2 = float(process.f(t)), float(process.g2(t))
-        return _lincomb(np, t * f, y, [-0.5 * g2 * t], [s])
-    return rhs
-
-
-@numba.njit(cache=True, nogil=True)
-def _error_norm(y_new, err, d, pv, with_ell, w, cap, atol):
-    """The step's error norm (see :func:`ode_log_density`): ``max e / cap`` over
-    points and, with weights ``w`` (empty: none), ``max_b sum_i w_i e_bi / atol``,
-    ``e = (1 + |x_new|_1 / pv) |err_x|_1 (+ |err_ell|)``; NaN gives inf."""
-    B, k, _ = err.shape
-    largest = 0.0
-    weighted = 0.0
-    total = 0.0                  # NaN when any e is (every e >= 0: no inf - inf)
-    for b in range(B):
-        acc = 0.0
-        for i in range(k):
-            xn = 0.0
-            ex = 0.0
-            for c in range(d):
-                xn += abs(y_new[b, i, c])
-                ex += abs(err[b, i, c])
-            e = (1.0 + xn / pv) * ex
-            if with_ell:
-                e += abs(err[b, i, d])
-            largest = max(largest, e)
-            total += e
-            if w.size:
-                acc += e * w[i]
-        weighted = max(weighted, acc)
-    if total != total:
-        return np.inf
-    return max(largest / cap, weighted / atol)
-
-
-# -- KL of a batch of scores ------------------------------------------------------
-def _resolve_method(method, batch):
-    v.choice("method", method, ("auto", "dopri5", "bs3"))
-    if method == "auto":
-        return "bs3" if batch.piecewise_linear else "dopri5"
-    return method
-
-
-def _kl_batch(batch: ScoreBatch, target, process, t_min, T, tol, quadrature, base, max_level, method,
-              max_steps, min_atol=1e-14):
-    """KL for every score of ``batch``; returns arrays and a work dict (no raising)."""
-    sets = NodeSets(target, process, t_min, quadrature, base)
-    n_sets = len(sets.times)
-    B = batch.n
-    memo = {}          # (which, level, atol) -> (B, k) log p_gen, NaN where not computed
-    work = {"nfev": 0, "n_steps": 0, "n_rejected": 0, "n_solves": 0, "nodes": 0}
-    messages = [""] * B
-    failed = np.zeros(B, dtype=bool)
-    nested = quadrature == "grid"          # the level-l grid is every other point of level l+1
-    fewest = {}        # atol -> (B,) fewest steps of a solve at atol that held the member
-    min_steps = MIN_STEPS if batch.piecewise_linear else 0
-
-    def solve(keys, atol, idx):
+    # -- solves -------------------------------------------------------------------
+    def _solve(self, keys, atol, idx):
         """Fill memo for ``keys`` (which, level) at ``atol`` for batch members ``idx``;
         rules that share their points (grid mode) are solved once. Nested grids
         whose coarser level is known at this ``atol`` solve only the new (odd)
         nodes, with their own weighted error control: half the work per level."""
         blocks, spans, start = {}, [], 0
         for which, lev in keys:
-            x, w, _ = sets.get(which, lev)
-            prev = memo.get((which, lev - 1, atol)) if nested and lev > 0 else None
+            x, w, _ = self.sets.get(which, lev)
+            prev = self.memo.get((which, lev - 1, atol)) if self.nested and lev > 0 else None
             odd = prev is not None and bool(np.all(np.isfinite(prev[idx])))
             xk, wk = (x[1::2], w[1::2]) if odd else (x, w)
             if (id(x), odd) not in blocks:
@@ -229,136 +108,140 @@ def _kl_batch(batch: ScoreBatch, target, process, t_min, T, tol, quadrature, bas
             spans.append((which, lev, blk[2], len(x), odd))
         xs = [b[0] for b in blocks.values()]
         ws = [b[1] for b in blocks.values()]
-        _solvesubset(idx, np.concatenate(xs), np.concatenate(ws), atol, spans)
+        self._solve_subset(idx, np.concatenate(xs), np.concatenate(ws), atol, spans)
 
-    def _solvesubset(idx, x, w, atol, spans):
+    def _solve_subset(self, idx, x, w, atol, spans):
         on = w > 0                        # nodes of weight 0 in every rule: no solve, log p_gen := 0
         logp = np.zeros((len(idx), len(x)))
-        logp[:, on], st = ode_log_density(subset(batch, idx), x[on], process, t_min, T, atol=atol,
-                                          weights=w[on], method=method, max_steps=max_steps)
+        logp[:, on], st = ode_log_density(subset(self.batch, idx), x[on], self.process, self.t_min, self.T,
+                                          atol=atol, weights=w[on], method=self.method,
+                                          max_steps=self.max_steps)
+        work = self.work
         work["nfev"] += st.nfev
         work["n_steps"] += st.n_steps
         work["n_rejected"] += st.n_rejected
         work["n_solves"] += 1
-        steps = fewest.setdefault(atol, np.full(B, np.inf))
+        steps = self.fewest.setdefault(atol, np.full(self.batch.n, np.inf))
         steps[idx] = np.minimum(steps[idx], st.n_steps)
         work["nodes"] = max(work["nodes"], int(on.sum()))
         if st.status != 0 and len(idx) > 1:
             # a common step serves all; isolate the member(s) that fail
             half = len(idx) // 2
-            _solvesubset(idx[:half], x, w, atol, spans)
-            _solvesubset(idx[half:], x, w, atol, spans)
+            self._solve_subset(idx[:half], x, w, atol, spans)
+            self._solve_subset(idx[half:], x, w, atol, spans)
             return
         for which, lev, start, n, odd in spans:
-            arr = memo.setdefault((which, lev, atol), np.full((B, n), np.nan))
+            arr = self.memo.setdefault((which, lev, atol), np.full((self.batch.n, n), np.nan))
             if odd:
                 rows = idx[:, None]
                 arr[rows, np.arange(1, n, 2)] = logp[:, start:start + n // 2]
-                arr[rows, np.arange(0, n, 2)] = memo[(which, lev - 1, atol)][idx]
+                arr[rows, np.arange(0, n, 2)] = self.memo[(which, lev - 1, atol)][idx]
             else:
                 arr[idx] = logp[:, start:start + n]
         if st.status != 0:
-            failed[idx] = True
+            budget = st.status == 2
+            self.failed[idx] = Status.WORK_BUDGET if budget else Status.SOLVER_FAILED
             for b in idx:
-                messages[b] = f"ODE solver failed: {st.message} (stiff or non-smooth score?)"
+                self.detail[int(b)] = (f"work budget: ODE solve took {st.message}" if budget else
+                                       f"ODE solver failed: {st.message} (stiff or non-smooth score?)")
 
-    def quad(which, lev, atol):
-        _, w, ref = sets.get(which, lev)
-        lp = memo.get((which, lev, atol))
+    def _quad(self, which, lev, atol):
+        _, w, ref = self.sets.get(which, lev)
+        lp = self.memo.get((which, lev, atol))
         if lp is None:
-            return np.full(B, np.nan)
+            return np.full(self.batch.n, np.nan)
         on = w > 0
         with np.errstate(invalid="ignore", over="ignore"):
             return (ref[None, on] - lp[:, on]) @ w[on]
 
-    lev, a = _first_level(sets, quadrature, process, t_min, max_level), float(tol)
-    active = np.arange(B)
-    value = np.full((n_sets, B), np.nan)
-    error = np.full((n_sets, B), np.inf)
-    converged = np.zeros(B, dtype=bool)
-    while active.size:
-        # value: rule lev+1 at a/10; quadrature error: rule lev at a/10 (nested: free);
-        # ODE error: rule lev at a/10 vs a (the coarse solve needs only the smaller rule)
+    # -- the refinement protocol ----------------------------------------------------
+    def evaluate(self, active):
+        lev, a, n_sets = self.lev, self.a, self.n_sets
         fine = a / TOL_RATIO
         need = [((s, lev + 1), fine) for s in range(n_sets)]
-        if not nested:
+        if not self.nested:
             need += [((s, lev), fine) for s in range(n_sets)]
         need += [((s, lev), a) for s in range(n_sets)]
         for atol in (fine, a):
-            todo = active[~failed[active]]
+            todo = active[self.failed[active] == 0]
             keys = [key for key, at in need if at == atol
-                    and not (key + (atol,) in memo and np.all(np.isfinite(memo[key + (atol,)][todo])))]
+                    and not (key + (atol,) in self.memo and np.all(np.isfinite(self.memo[key + (atol,)][todo])))]
             if keys and todo.size:
-                solve(keys, atol, todo)
-            if nested and atol == fine:
+                self._solve(keys, atol, todo)
+            if self.nested and atol == fine:
                 for s in range(n_sets):
-                    src_ = memo.get((s, lev + 1, fine))
+                    src_ = self.memo.get((s, lev + 1, fine))
                     if src_ is not None:
-                        memo[(s, lev, fine)] = src_[:, ::2]
-                        memo[(s, lev - 1, fine)] = src_[:, ::4]
-        ok = active[~failed[active]]
-        err_q = np.zeros((n_sets, B))
-        err_o = np.zeros((n_sets, B))
+                        self.memo[(s, lev, fine)] = src_[:, ::2]
+                        self.memo[(s, lev - 1, fine)] = src_[:, ::4]
+        value = np.empty((n_sets, active.size))
         for s in range(n_sets):
-            qf = quad(s, lev + 1, fine)
-            qn = quad(s, lev, fine)
-            qc = quad(s, lev, a)
-            err_q[s], err_o[s] = np.abs(qf - qn), np.abs(qn - qc)
-            if nested:
+            qf, qn, qc = self._quad(s, lev + 1, fine), self._quad(s, lev, fine), self._quad(s, lev, a)
+            self.err_q[s], self.err_o[s] = np.abs(qf - qn), np.abs(qn - qc)
+            if self.nested:
                 # kinks make the trapezoid's convergence erratic until h resolves
                 # them: also require the previous difference to be small
-                err_q[s] = np.maximum(err_q[s], 0.5 * np.abs(qn - quad(s, lev - 1, fine)))
-            value[s, ok], error[s, ok] = qf[ok], (err_q[s] + err_o[s])[ok]
-        fin = np.all(np.isfinite(error[:, ok]), axis=0)
-        for b in ok[~fin]:
-            failed[b] = True
-            messages[b] = "log p_gen is not finite at quadrature nodes (generated density underflows)"
-        ok = ok[fin]
-        coarse_steps = fewest.get(a, np.zeros(B))
-        done = ok[np.all(error[:, ok] <= tol, axis=0) & (coarse_steps[ok] >= min_steps)]
-        converged[done] = True
-        active = np.setdiff1d(ok, done)
-        if not active.size:
-            break
-        eq = float(np.max(err_q[:, active]))
-        eo = float(np.max(err_o[:, active]))
-        need_q = eq > 0.5 * tol
-        need_o = eo > 0.5 * tol or not need_q or bool(np.any(coarse_steps[active] < min_steps))
-        # jump by the observed error: O(h^2) per grid level, O(atol) for the ODE
-        dlev = 1 + int(eq > 0.5 * tol * 16 and quadrature == "grid")
-        if need_q and (lev + dlev >= max_level or (quadrature == "nodes" and sets.base << (lev + 2) > MAX_ORDER)):
-            dlev = max_level - 1 - lev if quadrature == "grid" else 0
+                self.err_q[s] = np.maximum(self.err_q[s], 0.5 * np.abs(qn - self._quad(s, lev - 1, fine)))
+            value[s] = qf[active]
+        error = (self.err_q + self.err_o)[:, active]
+        for b in active:
+            if self.failed[b] == 0 and not np.all(np.isfinite(error[:, active == b])):
+                self.detail[int(b)] = "log p_gen is not finite at quadrature nodes (generated density underflows)"
+        coarse_steps = self.fewest.get(a, np.zeros(self.batch.n))
+        return Estimate(value, error, status=self.failed[active], detail=self.detail,
+                        hold=coarse_steps[active] < self.min_steps)
+
+    def refine(self, active, error, tols):
+        """Raise the quadrature level and/or tighten the ODE tolerance, by the observed errors:
+        O(h^2) per grid level, O(atol) for the ODE."""
+        rq = float(np.max(self.err_q[:, active] / tols))
+        ro = float(np.max(self.err_o[:, active] / tols))
+        coarse_steps = self.fewest.get(self.a, np.zeros(self.batch.n))
+        need_q = rq > 0.5
+        need_o = ro > 0.5 or not need_q or bool(np.any(coarse_steps[active] < self.min_steps))
+        grid = self.quadrature == "grid"
+        dlev = 1 + int(rq > 0.5 * 16 and grid)
+        if need_q and (self.lev + dlev >= self.max_level or
+                       (not grid and self.sets.base << (self.lev + 2) > MAX_ORDER)):
+            dlev = self.max_level - 1 - self.lev if grid else 0
             if dlev <= 0:
-                for b in active:
-                    messages[b] = (f"quadrature refinement limit reached ({quadrature}, level {lev + 1}); "
-                                   f"error {error[:, b].max():.2g} > tol {tol:g}")
-                break
-        da = TOL_RATIO ** (1 + int(eo > 0.5 * tol * 10 * TOL_RATIO))
-        if need_o and a / da / TOL_RATIO < min_atol:
-            for b in active:
-                messages[b] = f"ODE tolerance limit {min_atol:g} reached; error {error[:, b].max():.2g}"
-            break
+                return Status.QUADRATURE_LIMIT, (f"quadrature refinement limit reached ({self.quadrature}, "
+                                                 f"level {self.lev + 1})")
+        da = TOL_RATIO ** (1 + int(ro > 0.5 * 10 * TOL_RATIO))
+        if need_o and self.a / da / TOL_RATIO < self.min_atol:
+            return Status.TOLERANCE_LIMIT, f"ODE tolerance limit {self.min_atol:g} reached"
         if need_q:
-            lev += dlev
+            self.lev += dlev
         if need_o:
-            a /= da
-    size = sets.base << (lev + 1)
-    work.update(quadrature=quadrature, atol=a / TOL_RATIO, method=method,
-                **({"order": size} if quadrature == "nodes" else {"n_grid": size}))
-    for b in range(B):
-        if converged[b]:
-            messages[b] = "converged"
-        elif not messages[b]:
-            messages[b] = "not converged"
-    return value, error, converged, messages, work
+            self.a /= da
+        return None
+
+    def summary(self):
+        size = self.sets.base << (self.lev + 1)
+        return dict(self.work, quadrature=self.quadrature, atol=self.a / TOL_RATIO, method=self.method,
+                    **({"order": size} if self.quadrature == "nodes" else {"n_grid": size}))
+
+
+def _kl_batch(batch: ScoreBatch, target, process, t_min, T, tol, quadrature, base, max_level, method,
+              max_steps, budget=None, progress=None, desc="kl_ode"):
+    """KL for every score of ``batch``: ``(value, error, status, messages, work)`` (no raising)."""
+    prob = _ODEKL(batch, target, process, t_min, T, quadrature, base, max_level, method, max_steps)
+    prob.a = float(tol)
+    bar = progress_bar(batch.n, desc, progress)
+    try:
+        out = refine(prob, batch.n, tol, relative=True, budget=budget, progress=bar)
+    finally:
+        if bar is not None:
+            bar.close()
+    work = dict(prob.summary(), seconds=out.seconds, refinements=out.iterations)
+    return out.value, out.error, out.status, out.messages, work
 
 
 def _first_level(sets, quadrature, process, t_min, max_level):
     """The grid's first level: panels no wider than ``sigma(t_min) / 2``. A
     memorising generated law has spikes of that width at the training points,
     and coarser grids are pre-asymptotic, where differences between levels
-    underestimate the error (two_modes, n = 1000, m = 1024, tau = 1e13, tol 5e-3:
-    0.0093 off, 0.0041 reported, from 512 panels). Capped at ``max_level - 1``."""
+    underestimate the error. Capped at ``max_level - 1``."""
     if quadrature != "grid":
         return 0
     lo, hi = sets.window()
@@ -368,13 +251,14 @@ def _first_level(sets, quadrature, process, t_min, max_level):
 
 def kl_ode(score, target, process=None, t_min: float = 1e-3, T: float = 8.0, tol: float = 1e-6, *,
            quadrature: str = "auto", order: int = 16, n_grid: int = 256, max_level: int = 8,
-           method: str = "auto", max_steps: int = 200_000, strict: bool = True) -> KLResult:
+           method: str = "auto", max_steps: int = 200_000, max_seconds: float | None = None,
+           progress: bool | None = None, strict: bool = True) -> KLResult:
     """KL between the data and the probability-flow ODE's generated law.
 
-    ``value = KL(p_0 || p_gen)``, ``kl_tmin = KL(p_{t_min} || p_gen)`` (see the
-    module docstring), each to absolute accuracy ``tol`` (the reported
-    ``error`` is a conservative estimate). ``score``: any score object or
-    callable ``(z, t) -> (k, d)`` with ``.dz``.
+    ``value`` and ``kl_tmin`` as in :mod:`rfdiff.kl`, each to accuracy ``tol``
+    (absolute up to a KL of 1, relative beyond; the reported ``error`` is a
+    conservative estimate). ``score``: any score object or callable
+    ``(z, t) -> (k, d)`` with ``.dz``.
 
     ``quadrature``: ``"nodes"`` (the target's nodes, starting at ``order``),
     ``"grid"`` (1D trapezoid, starting at ``n_grid`` panels, or more: panels of
@@ -382,11 +266,17 @@ def kl_ode(score, target, process=None, t_min: float = 1e-3, T: float = 8.0, tol
     (``grid`` for 1D ReLU random features, whose ``log p_gen`` has kinks,
     ``nodes`` otherwise); refined by doubling at most ``max_level`` times (8: up
     to 65 536 grid panels, which memorising late-training densities at tol 1e-4
-    need; 6 left 11 of 64 taus unconverged for n = 1000, m = 512).
+    need).
     ``method``: ``"dopri5"``, ``"bs3"`` or ``"auto"`` (``bs3`` for 1D ReLU random
     features, whose kinks are integrated exactly and leave a velocity that is
-    only Lipschitz, where high order buys nothing; ``dopri5`` otherwise). Raises :class:`ConvergenceError` when the tolerance cannot be met
-    (``strict=False``: returned with ``converged=False``).
+    only Lipschitz, where high order buys nothing; ``dopri5`` otherwise).
+
+    Work budget: ``max_level`` grid/order doublings, ``max_steps`` Runge-Kutta
+    steps per ODE solve, ``max_seconds`` of wall time (``None``: no limit);
+    ``progress``: a tqdm bar over the scores (``None``: when stderr is a
+    terminal). Raises :class:`ConvergenceError` naming what failed or ran out
+    when the tolerance cannot be met (``strict=False``: returned with
+    ``converged=False`` and ``status`` saying why).
     """
     batch = make_batch(score)
     process, t_min, T, tol = check_common(target, process, t_min, T, tol, batch.dim)
@@ -394,13 +284,15 @@ def kl_ode(score, target, process=None, t_min: float = 1e-3, T: float = 8.0, tol
     quadrature = resolve_quadrature(quadrature, batch, batch.dim)
     base = v.positive_int("order", order) if quadrature == "nodes" else v.positive_int("n_grid", n_grid)
     res = _kl_batch(batch, target, process, t_min, T, tol, quadrature, base,
-                    v.positive_int("max_level", max_level), method, max_steps)
+                    v.positive_int("max_level", max_level), method, v.positive_int("max_steps", max_steps),
+                    budget=Budget(max_seconds=max_seconds), progress=progress)
     return finish(assemble(*res, tol, "ode"), strict)
 
 
 def kl_ode_path(flow, taus, target, process=None, t_min=None, T=None, tol: float = 1e-3, *,
                 quadrature: str = "auto", order: int = 16, n_grid: int = 256, max_level: int = 8,
-                method: str = "auto", max_steps: int = 200_000, strict: bool = True) -> KLResult:
+                method: str = "auto", max_steps: int = 200_000, max_seconds: float | None = None,
+                progress: bool | None = None, strict: bool = True) -> KLResult:
     """:func:`kl_ode` for a random-feature flow at many training times at once.
 
     All (tau, node) pairs form one system; the parameters ``A(tau)`` come from
@@ -415,35 +307,8 @@ def kl_ode_path(flow, taus, target, process=None, t_min=None, T=None, tol: float
     quadrature = resolve_quadrature(quadrature, batch, batch.dim)
     base = v.positive_int("order", order) if quadrature == "nodes" else v.positive_int("n_grid", n_grid)
     res = _kl_batch(batch, target, process, t_min, T, tol, quadrature, base,
-                    v.positive_int("max_level", max_level), method, max_steps)
+                    v.positive_int("max_level", max_level), method, v.positive_int("max_steps", max_steps),
+                    budget=Budget(max_seconds=max_seconds), progress=progress, desc="kl_ode_path")
     return finish(assemble(*res, tol, "ode", scalar=False), strict)
 
 
-def log_density_ode(score, x, process=None, t_min: float = 1e-3, T: float = 8.0, *, atol: float = 1e-9,
-                    method: str = "auto", max_steps: int = 200_000) -> np.ndarray:
-    """``log p_gen(x)`` of the probability-flow ODE at points x (k, d), each to
-    about ``atol`` (local error control per point). Raises ConvergenceError on failure."""
-    batch = make_batch(score)
-    process = as_process(process)
-    t_min, T = v.window(t_min, T)
-    x = v.points("x", x, batch.dim)
-    logp, st = ode_log_density(batch, x, process, t_min, T, atol=v.positive("atol", atol),
-                               method=_resolve_method(method, batch), max_steps=max_steps)
-    if st.status != 0 or not np.all(np.isfinite(logp)):
-        raise ConvergenceError(f"probability-flow ODE failed: {st.message}")
-    return logp[0]
-
-
-def generated_density(score, x, process=None, t_min: float = 1e-3, T: float = 8.0, kind: str = "ode",
-                      tol: float = 1e-8, **kw) -> np.ndarray:
-    """The generated density ``p_gen`` at points ``x`` (for plots).
-
-    ``kind="ode"``: exact probability-flow density (:func:`log_density_ode`);
-    ``kind="sde"``: the reverse-SDE density from the Fokker-Planck solver
-    (1D), interpolated to ``x``.
-    """
-    v.choice("kind", kind, ("ode", "sde"))
-    if kind == "ode":
-        return np.exp(log_density_ode(score, x, process, t_min, T, atol=tol, **kw))
-    from .fokker_planck import sde_density
-    return sde_density(score, x, process, t_min, T, tol=tol, **kw)

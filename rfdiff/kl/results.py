@@ -1,23 +1,12 @@
-"""Result objects shared by the likelihood, Fokker-Planck and bound solvers (private;
-the public names are re-exported from :mod:`rfdiff.kl.ode`)."""
+"""Result objects shared by the likelihood, Fokker-Planck and bound solvers, and
+the sign rule of the KL convention (:mod:`rfdiff.kl`); the public names are
+re-exported from :mod:`rfdiff.kl`."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from enum import IntEnum
-
 import numpy as np
 
-
-class Status(IntEnum):
-    """Why a solver stopped, per element (integer codes; compare members, not strings)."""
-
-    CONVERGED = 0
-    QUADRATURE_LIMIT = 1
-    TOLERANCE_LIMIT = 2
-    SOLVER_FAILED = 3
-    NOT_FINITE = 4
-    WORK_BUDGET = 5
-    NOT_CONVERGED = 6
+from ..numerics.refine import Status
 
 
 class ConvergenceError(RuntimeError):
@@ -36,15 +25,15 @@ class ConvergenceError(RuntimeError):
 class KLResult:
     """A Kullback-Leibler divergence between the data and a generated law.
 
-    ``value`` is ``KL(p_0 || p_gen)``, where ``p_gen`` is the generated density
-    at ``t = t_min`` and ``p_0`` the target (for a target with no density at
-    t = 0, e.g. ``Empirical``, ``value`` is ``KL(p_{t_min} || p_gen)``);
-    ``kl_tmin`` is ``KL(p_{t_min} || p_gen)``. ``error`` and ``kl_tmin_error``
-    are error estimates (absolute) from a second, finer resolution.
-    For the path solvers (many taus at once) the numeric fields are arrays
-    over tau. ``work`` says what was done (function evaluations, steps,
-    rejected steps, nodes, grid sizes, levels); ``mass_loss`` is
-    ``|1 - mass|`` of the Fokker-Planck density (``None`` for the ODE).
+    ``value`` is the KL of the convention of :mod:`rfdiff.kl` (data at t = 0,
+    or at ``t_min`` for a target without a density there), ``kl_tmin`` the KL
+    at ``t_min``; ``error`` and ``kl_tmin_error`` are absolute error estimates
+    from a second, finer resolution. ``status`` is a :class:`Status` (an int
+    array over tau for the path solvers), ``converged`` is ``status ==
+    CONVERGED``; ``message`` says why in words. For the path solvers the numeric
+    fields are arrays over tau. ``work`` says what was done (function
+    evaluations, steps, rejected steps, nodes, grid sizes, levels, seconds);
+    ``mass_loss`` is ``|1 - mass|`` of the Fokker-Planck density (``None`` for the ODE).
     """
 
     value: object
@@ -57,6 +46,7 @@ class KLResult:
     tol: float
     work: dict = field(default_factory=dict)
     mass_loss: object = None
+    status: object = None
 
     def __float__(self):
         return float(self.value)
@@ -67,7 +57,8 @@ class KLResult:
         return replace(self, value=float(pick(self.value)), error=float(pick(self.error)),
                        kl_tmin=float(pick(self.kl_tmin)), kl_tmin_error=float(pick(self.kl_tmin_error)),
                        converged=bool(pick(self.converged)),
-                       mass_loss=None if self.mass_loss is None else float(pick(self.mass_loss)))
+                       mass_loss=None if self.mass_loss is None else float(pick(self.mass_loss)),
+                       status=None if self.status is None else Status(int(pick(self.status))))
 
 
 @dataclass(frozen=True)
@@ -88,9 +79,28 @@ class BoundResult:
     message: str
     tol: float
     work: dict = field(default_factory=dict)
+    status: object = None
 
     def __float__(self):
         return float(self.value)
+
+
+def clip_negative(value, error, status, tol):
+    """The sign convention of :mod:`rfdiff.kl`: a KL below 0 is reported as 0
+    with its error bar widened to cover the computed value
+    (``error + |value|``); one below 0 beyond its own bar and the tolerance
+    (``value + error < -tol``: the error estimate is wrong) is also no longer
+    converged, status ``NEGATIVE`` (an unconverged status is kept). Arrays of
+    one shape; ``tol`` the absolute tolerance."""
+    value = np.array(value, dtype=np.float64)
+    error = np.array(error, dtype=np.float64)
+    status = np.array(status, dtype=np.int64)
+    neg = value < 0
+    beyond = neg & (value + error < -tol) & (status == Status.CONVERGED)
+    status[beyond] = int(Status.NEGATIVE)
+    error[neg] = error[neg] - value[neg]
+    value[neg] = 0.0
+    return value, error, status
 
 
 def finish(result, strict: bool):

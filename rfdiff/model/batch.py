@@ -22,6 +22,8 @@ stage and taking prefix sums per score (``O(B m + m log m)``) leaves
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numba
 import numpy as np
 
@@ -45,7 +47,10 @@ class ScoreBatch:
     - ``subset(idx)``: the batch of scores ``idx``;
     - ``piecewise_linear``: the scores are piecewise linear in x (1D) with kinks
       at ``kinks(t)``, which the solvers treat exactly; ``kinks(t)`` is ``None``
-      for smooth scores.
+      for smooth scores;
+    - ``pieces(t)``: for piecewise-linear scores, the :class:`Pieces` that say
+      where each linear piece switches on and how much it adds to ``ds/dx``
+      (``None`` for smooth scores).
     """
 
     n: int
@@ -61,6 +66,23 @@ class ScoreBatch:
     def kinks(self, t: float):
         """Kink positions at time t (1D piecewise-linear scores), else ``None``."""
         return None
+
+    def pieces(self, t: float):
+        """The :class:`Pieces` of a 1D piecewise-linear batch at time t, else ``None``."""
+        return None
+
+
+@dataclass(frozen=True)
+class Pieces:
+    """A 1D piecewise-linear score batch at one time:
+    ``ds_b/dx = sum_j jump[b, j] 1[w_j x + bias_j >= 0]``; piece j switches at
+    ``x = -bias_j / w_j`` (on to the right for ``w_j > 0``, to the left for
+    ``w_j < 0``; for ``w_j = 0`` everywhere or nowhere). ``jump`` does not
+    depend on t."""
+
+    w: np.ndarray          # (K,)
+    bias: np.ndarray       # (K,)
+    jump: np.ndarray       # (n, K)
 
 
 class ListBatch(ScoreBatch):
@@ -122,6 +144,14 @@ class RFBatch(ScoreBatch):
         w = self.model.W[:, 0]
         nz = w != 0
         return -self.model.bias(float(t))[nz] / w[nz]
+
+    def pieces(self, t):
+        if not self.piecewise_linear:
+            return None
+        if not hasattr(self, "_jump"):
+            w = np.ascontiguousarray(self.model.W[:, 0])
+            self._w, self._jump = w, np.ascontiguousarray(self.A[:, 0, :] * w[None, :] / self.m)
+        return Pieces(self._w, np.ascontiguousarray(self.model.bias(float(t))), self._jump)
 
     def _dense(self, x, t, dz):
         """Features once per point, then one GEMM with all the A's; in chunks of
@@ -188,8 +218,8 @@ def _count_le(a, x):
 
 
 @numba.njit(inline="always", cache=True)
-def _count_lt(a, x):
-    """Number of entries of ascending ``a`` that are < x (searchsorted left)."""
+def count_lt(a, x):
+    """Number of entries of ascending ``a`` that are < x (searchsorted left; numba)."""
     lo, hi = 0, a.shape[0]
     while lo < hi:
         mid = (lo + hi) >> 1
@@ -216,7 +246,7 @@ def _advance_le(a, x, lo):
 def _advance_lt(a, x, lo):
     n = a.shape[0]
     if lo > 0 and a[lo - 1] >= x:
-        return _count_lt(a, x)
+        return count_lt(a, x)
     while lo < n and a[lo] < x:
         lo += 1
     return lo
