@@ -100,3 +100,22 @@ def test_point_bad_inputs(kw, name):
 
 def test_point_is_registered_for_sweeps():
     assert registered("analysis.experiments.pre_memorization:point") is pmx.point
+
+
+def test_point_runs_from_a_sweep_config(tmp_path, monkeypatch):
+    """``rfdiff sweep run`` with function = analysis.experiments.pre_memorization:point."""
+    from pathlib import Path
+
+    from rfdiff.sweep import collect, load_config, run_sweep
+    monkeypatch.setenv("RFDIFF_CODE_VERSION", "premem-sweep-test")
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1]))
+    cfg = tmp_path / "sweep.toml"
+    cfg.write_text('[sweep]\nname = "premem"\nfunction = "analysis.experiments.pre_memorization:point"\n'
+                   'cache_dir = "cache"\n[grid]\npsi_n = [1, 2]\n[fixed]\nd = 6\npsi_p = 4\nt = 0.1\n'
+                   'seed = 0\nper_decade = 2\n')
+    rep = run_sweep(load_config(cfg), serial=True, progress=False)
+    assert rep.failed == [] and rep.computed == 2
+    ds = collect(load_config(cfg))
+    assert ds["escore"].dims == ("psi_n", "tau") and ds["spectrum"].dims == ("psi_n", "mode")
+    direct = pmx.point(d=6, psi_p=4, psi_n=2, t=0.1, seed=0, per_decade=2)
+    np.testing.assert_allclose(ds["test_loss"].sel(psi_n=2).values, direct["test_loss"], rtol=1e-12)
