@@ -141,3 +141,26 @@ def test_theory_bad_inputs():
             th.theory_constants(**kw)
     with pytest.raises(RuntimeError, match="not converged"):
         th.theory_constants(0.1, tol=1e-30, max_nodes=64)
+
+
+def test_spectral_density_against_a_sampled_gaussian_equivalent_U():
+    """The saddle-point density of U against the eigenvalues of a sampled
+    U = GG^T/n + b^2 W W^T/d + s^2 I, G = e^-t a W X/sqrt(d) + v Omega (p = 800)."""
+    c = th.theory_constants(0.1)
+    d, psi_p, psi_n = 100, 8, 2
+    p, n = psi_p * d, psi_n * d
+    rng = np.random.default_rng(0)
+    W, X, Om = rng.standard_normal((p, d)), rng.standard_normal((n, d)), rng.standard_normal((p, n))
+    G = np.exp(-0.1) * c.a * W @ X.T / np.sqrt(d) + np.sqrt(c.v2) * Om
+    ev = np.linalg.eigvalsh(G @ G.T / n + c.b**2 * W @ W.T / d + c.s2 * np.eye(p))
+    np.testing.assert_allclose(ev[:p - n - d], c.s2, rtol=1e-9)              # the atom
+    mem, pop = ev[p - n - d:p - d], ev[p - d:]
+    inside = [np.quantile(b, q) for b in (mem, pop) for q in (0.1, 0.5, 0.9)]
+    gaps = [0.7 * mem[0] + 0.3 * c.s2, np.sqrt(mem[-1] * pop[0]), 1.25 * pop[-1]]
+    rho = th.spectral_density(c, psi_p, psi_n, inside + gaps)
+    assert np.all(rho[:6] > 1e-3) and np.all(np.abs(rho[6:]) < 1e-4)
+    lam = np.linspace(0.9 * pop[0], 1.1 * pop[-1], 80)
+    mass = np.trapezoid(th.spectral_density(c, psi_p, psi_n, lam), lam)
+    assert mass == pytest.approx(d / p, rel=0.05)
+    # the leading-order memorization edge is not the density's (its lower piece holds ~d modes)
+    assert th.lambda_min(c, psi_p, psi_n) > 1.3 * mem[0]
