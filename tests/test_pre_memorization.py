@@ -44,6 +44,11 @@ def test_tiny_run_invariants(tiny):
     c = th.theory_constants(p["t"])
     for x in p["psi_n"]:
         assert float(ds.tau_mem_theory.sel(psi_n=x)[0]) == pytest.approx(th.tau_mem_theory(c, p["psi_p"], x))
+    # the theory density: two or more pieces, memorization below population, tau_mem_density
+    # from the lower edge
+    assert np.all(ds.edge_density_mem_lo < ds.edge_density_mem_hi)
+    assert np.all(ds.edge_density_mem_hi < ds.edge_density_pop_lo)
+    np.testing.assert_allclose(ds.tau_mem_density, p["psi_p"] / (c.delta * ds.edge_density_mem_lo))
     # the fits are in the attributes, with an interval around the slope
     for k in ("tau_gen", "tau_mem"):
         lo, hi = ds.attrs[f"slope_{k}_ci"]

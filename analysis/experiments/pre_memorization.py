@@ -15,7 +15,12 @@ standard normal, ``A(0) = 0``), target ``N(0, sigma_x^2 I_d)``, one OU noise lev
   its minimum on the grid; ``tau_mem``: the first tau at which ``L_gen = L_test - L_train``
   reaches half of ``L_gen(inf)`` (both interpolated linearly in log tau; NaN if never);
 - theory (:mod:`rfdiff.model.premem_theory`): ``tau_mem_theory = psi_p/(Delta lambda_min)``,
-  ``lambda_min = s_t^2 + v_t^2 (1 - sqrt(psi_p/psi_n))^2``, and the bulk edges.
+  ``lambda_min = s_t^2 + v_t^2 (1 - sqrt(psi_p/psi_n))^2``, and the leading-order bulk edges;
+  in the reduction (once per psi_n: it does not depend on the seed) the theory's eigenvalue
+  density of U from the paper's saddle-point equations on a log grid of ``theory_grid``
+  points, its support's edges, and ``tau_mem_density = psi_p/(Delta lambda_lo)`` with
+  ``lambda_lo`` the lower edge of the density's memorization bulk (edges known to the grid's
+  spacing).
 
 Seeds: ``seed`` draws W (through ``rfdiff``'s model of that seed) and the training set
 ``X`` (``default_rng([seed, 1])``; nested in n: a smaller n is a prefix of a larger one).
@@ -39,10 +44,10 @@ from rfdiff.run import Experiment, Task, point_function
 NAME = "pre-memorization"
 TITLE = "Generalization and memorization times of high-dimensional random features (exact in the noise)"
 
-_BASE = dict(t=0.1, sigma_x=1.0, tau_lo=-1.0, tau_hi=7.0, per_decade=8, tol=1e-9)
+_BASE = dict(t=0.1, sigma_x=1.0, tau_lo=-1.0, tau_hi=7.0, per_decade=8, tol=1e-9, theory_grid=160)
 
 PRESETS = {
-    "tiny": dict(_BASE, d=8, psi_p=8, psi_n=[1, 2, 4], seeds=[0, 1], per_decade=4),
+    "tiny": dict(_BASE, d=8, psi_p=8, psi_n=[1, 2, 4], seeds=[0, 1], per_decade=4, theory_grid=24),
     "quick": dict(_BASE, d=40, psi_p=32, psi_n=[1, 2, 4, 8, 16], seeds=[0, 1]),
     "full": dict(_BASE, d=100, psi_p=64, psi_n=[1, 2, 4, 8, 16, 32], seeds=[0, 1, 2]),
 }
@@ -180,6 +185,8 @@ def reduce(p: dict, results: list):
         fits[name] = seed_bootstrap_slope(n, ds[name].values.T)
     theo = ds["tau_mem_theory"].values.T
     fits["tau_mem_theory"] = seed_bootstrap_slope(n, theo[:1])        # deterministic in psi_n
+    ds = _theory_density(ds, p)
+    fits["tau_mem_density"] = seed_bootstrap_slope(n, ds["tau_mem_density"].values[None])
     ds.attrs.update({
         "experiment": NAME, "regime": EXPERIMENT.regime if "EXPERIMENT" in globals() else "",
         "tau_units": "paper: modes of U decay as exp(-2 Delta lambda tau/psi_p); tau_rfdiff = d^2 tau",
@@ -189,17 +196,57 @@ def reduce(p: dict, results: list):
         "slope_tau_mem": fits["tau_mem"]["slope"], "slope_tau_mem_ci": [fits["tau_mem"]["ci_low"],
                                                                         fits["tau_mem"]["ci_high"]],
         "slope_tau_mem_theory": fits["tau_mem_theory"]["slope"],
+        "slope_tau_mem_density": fits["tau_mem_density"]["slope"],
         "theory_slope_tau_gen": 0.0, "theory_slope_tau_mem": 1.0,
         "d": int(p["d"]), "psi_p": float(p["psi_p"]), "t": float(p["t"]),
     })
     return ds
 
 
+def _theory_density(ds, p: dict):
+    """Add the theory's density of U (continuous part) on a common log grid ``theory_lam``
+    for each psi_n, the edges of its memorization and population bulks and
+    ``tau_mem_density`` (module docstring)."""
+    import json
+
+    c = th.theory_constants(p["t"], p["sigma_x"])
+    psi_p = float(p["psi_p"])
+    top = max(th.bulk_edges(c, psi_p, x)["population"][1] for x in p["psi_n"])
+    lam = np.geomspace(c.s2 / 4.0, 4.0 * top, int(p["theory_grid"]))
+    rho, edges, pieces = [], {k: [] for k in ("mem_lo", "mem_hi", "pop_lo", "pop_hi")}, {}
+    for x in p["psi_n"]:
+        r = th.spectral_density(c, psi_p, float(x), lam)
+        on = r > 1e-4
+        iv = []
+        for i in np.flatnonzero(on):
+            if iv and iv[-1][1] == lam[i - 1]:
+                iv[-1][1] = lam[i]
+            else:
+                iv.append([lam[i], lam[i]])
+        pieces[f"{float(x):g}"] = iv
+        rho.append(r)
+        pop = iv[-1] if iv else [np.nan, np.nan]
+        mem = [iv[0][0], iv[-2][1]] if len(iv) > 1 else [np.nan, np.nan]
+        for k, v in zip(("mem_lo", "mem_hi", "pop_lo", "pop_hi"), (*mem, *pop)):
+            edges[k].append(v)
+    ds = ds.assign_coords(theory_lam=lam)
+    ds["theory_rho"] = (("psi_n", "theory_lam"), np.asarray(rho))
+    for k, v in edges.items():
+        ds[f"edge_density_{k}"] = ("psi_n", np.asarray(v, dtype=float))
+    ds["tau_mem_density"] = ("psi_n", psi_p / (c.delta * ds["edge_density_mem_lo"].values))
+    ds.attrs["density_support"] = json.dumps(pieces)
+    ds.attrs["density_grid_ratio"] = float(lam[1] / lam[0])
+    return ds
+
+
 def summary(ds) -> dict:
+    import json
+
     a = ds.attrs
     return {"slope_tau_gen": a["slope_tau_gen"], "slope_tau_gen_ci": list(np.atleast_1d(a["slope_tau_gen_ci"])),
             "slope_tau_mem": a["slope_tau_mem"], "slope_tau_mem_ci": list(np.atleast_1d(a["slope_tau_mem_ci"])),
             "slope_tau_mem_theory_finite_ratio": a["slope_tau_mem_theory"],
+            "slope_tau_mem_density": json.loads(a["fits"])["tau_mem_density"]["slope"],
             "theory_asymptotic": {"tau_gen": 0.0, "tau_mem": 1.0},
             "tau_mem_over_theory": {f"{float(x):g}": float(np.nanmean(ds.tau_mem.sel(psi_n=x) /
                                                                       ds.tau_mem_theory.sel(psi_n=x)))
@@ -238,8 +285,11 @@ def plot(ds, stem):
             ax[2].plot(n, np.exp(np.nanmean(np.log(v), axis=1)), "-", color=col,
                        label=f"{name}: " + P.fit_label(f, theory="0" if name == "tau_gen" else "1"))
         ax[2].plot(n, ds.tau_mem_theory.isel(seed=0), "k:",
-                   label=f"tau_mem_theory (slope {fits['tau_mem_theory']['slope']:.2f})")
+                   label=f"theory $\\psi_p/(\\Delta\\lambda_{{min}})$ (slope {fits['tau_mem_theory']['slope']:.2f})")
+        ax[2].plot(n, ds.tau_mem_density, "k--", lw=0.8,
+                   label=f"same, $\\lambda$ = density edge (slope {fits['tau_mem_density']['slope']:.2f})")
         ax[2].set(xscale="log", yscale="log", xlabel="n", ylabel=r"$\tau$", title="times vs n")
+        P.data_ticks(ax[2], n)
         ax[2].legend(fontsize=5)
         ax[3].set(xscale="log", yscale="log", xlabel=r"$\tau/\tau_{mem}^{theory}$",
                   ylabel=r"$L_{gen}/L_{gen}(\infty)$", title="collapse?")
@@ -248,14 +298,23 @@ def plot(ds, stem):
             sel = ds.sel(psi_n=x).isel(seed=0)
             a = ax[4 + k]
             ev = np.clip(sel.spectrum.values, 1e-6, None)
-            a.hist(np.log10(ev), bins=80, color=cols[2], alpha=0.8)
-            for e, ls in ((sel.edge_memorization_lo, "-"), (sel.edge_memorization_hi, "-"),
-                          (sel.edge_population_lo, "--"), (sel.edge_population_hi, "--"), (sel.s2, ":")):
-                a.axvline(np.log10(float(e)), color="k", lw=0.7, ls=ls)
-            a.set(yscale="log", xlabel=r"$\log_{10}\lambda(U)$", ylabel="count",
+            counts, bins, _ = a.hist(np.log10(ev), bins=80, color=cols[2], alpha=0.7, label="exact U")
+            lam = ds.theory_lam.values
+            rho = ds.theory_rho.sel(psi_n=x).values
+            width = bins[1] - bins[0]                    # counts per bin of log10 lambda
+            a.plot(np.log10(lam), np.clip(rho, 0, None) * lam * np.log(10) * width * ev.size, color="k",
+                   lw=0.8, label="theory density")
+            for e in ("mem_lo", "mem_hi", "pop_lo", "pop_hi"):
+                a.axvline(np.log10(float(ds[f"edge_density_{e}"].sel(psi_n=x))), color="k", lw=0.6)
+            for e in (sel.edge_memorization_lo, sel.edge_memorization_hi,
+                      sel.edge_population_lo, sel.edge_population_hi):
+                a.axvline(np.log10(float(e)), color=cols[1], lw=0.7, ls="--")
+            a.axvline(np.log10(float(sel.s2)), color=cols[3], lw=0.7, ls=":")
+            a.set(yscale="log", ylim=(0.8, None), xlabel=r"$\log_{10}\lambda(U)$", ylabel="count",
                   title=f"spectrum of U, $\\psi_n$={x:g} (seed {int(sel.seed)})")
-        ax[4].text(0.02, 0.97, "theory: memorization bulk (solid),\npopulation bulk, leading order (dashed),"
-                   "\n$s_t^2$ (dotted)", transform=ax[4].transAxes, fontsize=5, va="top")
+        ax[4].text(0.02, 0.97, "edges: density (black), leading order (dashed);\n"
+                   "$s_t^2$ (dotted); atom at $s_t^2$ not drawn", transform=ax[4].transAxes, fontsize=5, va="top")
+        ax[5].legend(fontsize=5, loc="upper center")
         P.label_panels(ax)
         fig.suptitle(f"pre-memorization (exact in the noise): d = {ds.attrs['d']}, "
                      f"$\\psi_p$ = {ds.attrs['psi_p']:g}, t = {ds.attrs['t']:g}", fontsize=7)
