@@ -84,16 +84,19 @@ def hermite_coefficients(mu, sigma, K, nodes=96, chunk=64):
     Hw = (_hermite_table(z, K) * w).T          # (N, K+1)
     Hw2 = (_hermite_table(z2, K) * w2).T
     qerr = 0.0
-    for s in range(0, n, chunk):
-        F = np.tanh(mu[s:s + chunk, :, None] + sigma[None, :, None] * z[None, None, :])
-        k = F.shape[0]
+    sz = sigma[None, :, None] * z[None, None, :]
+    buf = np.empty((min(chunk, n), p, z.size))  # reused: a fresh array per chunk cost more in page
+    for s in range(0, n, chunk):                # faults than the tanh itself
+        k = min(chunk, n - s)
+        F = np.add(mu[s:s + k, :, None], sz, out=buf[:k])
+        np.tanh(F, out=F)
         F = F.reshape(k * p, z.size)            # 2D GEMMs: a 3D matmul runs as many small ones
-        out[s:s + chunk] = (F @ Hw).reshape(k, p, K + 1)
-        sq[s:s + chunk] = (np.square(F, out=F) @ w).reshape(k, p)
+        out[s:s + k] = (F @ Hw).reshape(k, p, K + 1)
+        sq[s:s + k] = (np.square(F, out=F) @ w).reshape(k, p)
         if s == 0:                              # quadrature error estimate on the first chunk
             F2 = np.tanh(mu[:chunk, :, None] + sigma[None, :, None] * z2[None, None, :])
             F2 = F2.reshape(-1, z2.size) @ Hw2
-            qerr = float(np.abs(F2.reshape(k, p, K + 1) - out[:chunk]).max())
+            qerr = float(np.abs(F2.reshape(k, p, K + 1) - out[:k]).max())
     return out, sq, qerr
 
 
