@@ -13,6 +13,7 @@ KEYS = {
     "flow_vs_gd.py": ("speedup", "speedup_same_rows", "torch_probe_vs_closed_form_gd"),
     "scaling.py": (),
     "trajectory.py": ("total_s", "trajectory_cost_in_gd_steps", "kl_ode_max_error"),
+    "pre_memorization.py": ("assembly_s", "gemm_s", "assembly_vs_gemms"),
 }
 
 

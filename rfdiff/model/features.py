@@ -9,6 +9,11 @@ The pre-activation of feature j is ``W_j . x + b_j(t)`` with bias
 ``b_j(t) = U_j . e(t)``; in 1D a ReLU feature has its kink at
 ``z_j(t) = -b_j(t) / W_j``.
 
+``u_scale = 0`` gives the bias-free, time-free model ``phi(x) = act(W x)``
+(``U = 0`` exactly, so ``b(t) = 0`` and the features ignore t), e.g. the
+single-noise-level tanh model of Bonnaire et al. (2025) with
+``w_scale = 1/sqrt(d)``: ``tanh(W' x/sqrt(d))``, ``W'`` standard normal.
+
 Time embeddings (all bounded, so the theorem's assumption holds):
 
 - ``"log-sinusoidal"`` (default): with ``u = log(t / t_lo) / log(t_hi / t_lo)``,
@@ -207,7 +212,8 @@ class RandomFeatureScore:
 
     Parameters: ``m`` features (>= 1), data dimension ``dim``, ``activation`` in
     ``ACTIVATIONS``, ``time_embedding`` (a name or a :class:`TimeEmbedding`),
-    ``seed`` of the frozen weights, ``w_scale`` and ``u_scale`` their scales.
+    ``seed`` of the frozen weights, ``w_scale`` (> 0) and ``u_scale`` (>= 0) their
+    scales; ``u_scale = 0`` is the bias-free, time-free model ``act(W x)``.
     """
 
     m: int
@@ -236,7 +242,7 @@ class RandomFeatureScore:
         set_(self, "time_embedding", emb)
         set_(self, "seed", v.positive_int("seed", self.seed, minimum=0))
         set_(self, "w_scale", v.positive("w_scale", self.w_scale))
-        set_(self, "u_scale", v.positive("u_scale", self.u_scale))
+        set_(self, "u_scale", v.real("u_scale", self.u_scale, lo=0.0))   # 0: bias- and time-free
         rng = np.random.default_rng(self.seed)
         W = self.w_scale * rng.standard_normal((self.m, self.dim))
         U = self.u_scale * rng.standard_normal((self.m, emb.dim)) / np.sqrt(emb.dim)
@@ -244,6 +250,11 @@ class RandomFeatureScore:
         U.flags.writeable = False
         set_(self, "W", W)
         set_(self, "U", U)
+
+    @property
+    def time_free(self) -> bool:
+        """``u_scale == 0``: no bias and no time input, ``phi(x, t) = act(W x)``."""
+        return self.u_scale == 0.0
 
     @property
     def act(self) -> Activation:

@@ -84,13 +84,19 @@ def hermite_coefficients(mu, sigma, K, nodes=96, chunk=64):
     Hw = (_hermite_table(z, K) * w).T          # (N, K+1)
     Hw2 = (_hermite_table(z2, K) * w2).T
     qerr = 0.0
-    for s in range(0, n, chunk):
-        F = np.tanh(mu[s:s + chunk, :, None] + sigma[None, :, None] * z[None, None, :])
-        out[s:s + chunk] = F @ Hw
-        sq[s:s + chunk] = (F * F) @ w
+    sz = sigma[None, :, None] * z[None, None, :]
+    buf = np.empty((min(chunk, n), p, z.size))  # reused: a fresh array per chunk cost more in page
+    for s in range(0, n, chunk):                # faults than the tanh itself
+        k = min(chunk, n - s)
+        F = np.add(mu[s:s + k, :, None], sz, out=buf[:k])
+        np.tanh(F, out=F)
+        F = F.reshape(k * p, z.size)            # 2D GEMMs: a 3D matmul runs as many small ones
+        out[s:s + k] = (F @ Hw).reshape(k, p, K + 1)
+        sq[s:s + k] = (np.square(F, out=F) @ w).reshape(k, p)
         if s == 0:                              # quadrature error estimate on the first chunk
             F2 = np.tanh(mu[:chunk, :, None] + sigma[None, :, None] * z2[None, None, :])
-            qerr = float(np.abs(F2 @ Hw2 - out[:chunk]).max())
+            F2 = F2.reshape(-1, z2.size) @ Hw2
+            qerr = float(np.abs(F2.reshape(k, p, K + 1) - out[:k]).max())
     return out, sq, qerr
 
 
@@ -124,13 +130,9 @@ def _coefficients(mu, sigma, K, nodes, qtol, max_nodes=384):
         nodes *= 2
 
 
-def _assemble(W, mu, sigma, tol, K0, Kmax, nodes, progress=False, qtol=1e-9):
-    p, d = W.shape
-    norms = np.linalg.norm(W, axis=1)
-    rho = (W @ W.T) / np.outer(norms, norms)
-    np.fill_diagonal(rho, 0.0)
-    rho_max = float(np.abs(rho).max()) if p > 1 else 0.0
-    K = K0
+def _converged_coefficients(mu, sigma, rho_max, p, tol, K, Kmax, nodes, qtol):
+    """Coefficients with K doubled until the Parseval bound (module docstring) is below
+    ``tol`` (else RuntimeError): ``(c, E[tanh^2], bound, qerr, K, nodes)``."""
     while True:
         c, sq, qerr, nodes = _coefficients(mu, sigma, K, nodes, qtol)
         tail = np.clip(sq - (c * c).sum(axis=2), 0.0, None)          # (n, p)
@@ -139,10 +141,28 @@ def _assemble(W, mu, sigma, tol, K0, Kmax, nodes, progress=False, qtol=1e-9):
         bound = rho_max ** (K + 1) * float(np.sqrt((tail.max(axis=1) ** 2).mean())) if p > 1 else 0.0
         bound = min(bound, rho_max ** (K + 1) * float((st.max(axis=1) ** 2).mean()))
         if bound <= tol:
-            break
+            return c, sq, bound, qerr, K, nodes
         if K >= Kmax:
             raise RuntimeError(f"Mehler series not converged: bound {bound:.2e} > tol {tol:.1e} at K={K}")
         K = min(2 * K, Kmax)
+
+
+#: points on which the Hermite order and node count are chosen before the full pass
+_PILOT = 64
+
+
+def _assemble(W, mu, sigma, tol, K0, Kmax, nodes, progress=False, qtol=1e-9):
+    p, d = W.shape
+    norms = np.linalg.norm(W, axis=1)
+    rho = (W @ W.T) / np.outer(norms, norms)
+    np.fill_diagonal(rho, 0.0)
+    rho_max = float(np.abs(rho).max()) if p > 1 else 0.0
+    K = K0
+    if mu.shape[0] > 2 * _PILOT:
+        # choose K and the nodes on a pilot subset (the tanh evaluations dominate the cost);
+        # the full pass below checks the bound on every point again and refines if needed
+        *_, K, nodes = _converged_coefficients(mu[:_PILOT], sigma, rho_max, p, tol, K, Kmax, nodes, qtol)
+    c, sq, bound, qerr, K, nodes = _converged_coefficients(mu, sigma, rho_max, p, tol, K, Kmax, nodes, qtol)
     n = c.shape[0]
     U = np.zeros((p, p))
     rk = np.ones((p, p))
@@ -152,7 +172,8 @@ def _assemble(W, mu, sigma, tol, K0, Kmax, nodes, progress=False, qtol=1e-9):
         it = tqdm(it, desc="Mehler GEMMs", leave=False)
     for k in it:
         Ck = np.ascontiguousarray(c[:, :, k])
-        U += rk * (Ck.T @ Ck)
+        CtC = Ck.T @ Ck
+        U += np.multiply(rk, CtC, out=CtC)        # in place: p x p temporaries dominate at small n
         rk *= rho
     U /= n
     np.fill_diagonal(U, sq.mean(axis=0))
@@ -160,7 +181,7 @@ def _assemble(W, mu, sigma, tol, K0, Kmax, nodes, progress=False, qtol=1e-9):
     return U, dtanh, bound + qerr, K, nodes
 
 
-def noise_gram(W, X, t, tol=1e-9, K0=8, Kmax=256, nodes=96, progress=False) -> NoiseGram:
+def noise_gram(W, X, t, tol=1e-9, K0=8, Kmax=256, nodes=32, progress=False) -> NoiseGram:
     """Training-set forms: ``U = (1/n) sum_nu E_xi[phi(x_t^nu) phi^T]``,
     ``V = (1/n) sum_nu E_xi[xi phi(x_t^nu)^T]`` (d x p), exactly in xi."""
     W = np.asarray(W, dtype=np.float64)
@@ -174,7 +195,7 @@ def noise_gram(W, X, t, tol=1e-9, K0=8, Kmax=256, nodes=96, progress=False) -> N
     return NoiseGram(U, V, err, K, nodes, info={"t": t, "n": len(X)})
 
 
-def population_gram(W, t, sigma_x=1.0, tol=1e-9, K0=8, Kmax=256, nodes=96) -> NoiseGram:
+def population_gram(W, t, sigma_x=1.0, tol=1e-9, K0=8, Kmax=256, nodes=32) -> NoiseGram:
     """Population forms over x ~ N(0, sigma_x^2 I) and xi: ``U``, ``V = E[xi phi^T]``,
     ``Y = E[x_t phi^T]``."""
     W = np.asarray(W, dtype=np.float64)
