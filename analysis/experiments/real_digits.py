@@ -341,8 +341,9 @@ def plot(ds, stem):
                           interpolation="nearest")
                 ax.set_axis_off()
                 ax.set_title(f"({chr(100 + 2 * a + q)}) {pair}: {what}", loc="left", fontsize=6.5)
-        fig.suptitle(f"real-digits: {ds.attrs['data']}; claim (farthest pair: higher loss, worse samples) "
-                     f"holds as measured: {bool(ds.attrs['claim_holds'])}", fontsize=8)
+        fig.suptitle(f"real-digits ({ds.attrs['data']}), farthest vs nearest pair: training loss "
+                     f"{_verdict(ds, 'final_loss')}; sample MMD$^2$ {_verdict(ds, 'mmd')};\nthe paper's claim "
+                     f"(both higher) holds as measured: {'yes' if ds.attrs['claim_holds'] else 'no'}", fontsize=7.5)
         return P.save_figure(fig, ds, stem)
 
 
