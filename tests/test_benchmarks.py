@@ -10,7 +10,8 @@ BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
 KEYS = {
     "kernels.py": ("gram_fraction_of_gemm", "eigh_ratio_vs_numpy", "sampler_heun_32_steps_s"),
-    "flow_vs_gd.py": ("speedup", "speedup_same_rows", "torch_probe_vs_closed_form_gd"),
+    "flow_vs_gd.py": ("speedup", "speedup_same_rows", "torch_probe_vs_closed_form_gd", "tau_star",
+                      "speedup_at_tau_star", "trajectory_gd_steps", "closed_form_trajectory_in_gd_steps"),
     "scaling.py": (),
     "trajectory.py": ("total_s", "trajectory_cost_in_gd_steps", "kl_ode_max_error"),
     "pre_memorization.py": ("assembly_s", "gemm_s", "assembly_vs_gemms"),
@@ -30,6 +31,9 @@ def test_quick_benchmark_runs_and_reports(script, tmp_path):
     if script == "flow_vs_gd.py":
         assert res["torch_probe_vs_closed_form_gd"] < 1e-9
         assert res["gd_rel_error_at_tau_max"] <= res["eps"]
+        assert 1.0 <= res["tau_star"] <= 1e14 and res["steps_needed_at_tau_star"] * res["lr_at_tau_star"] >= \
+            res["tau_star"]
+        assert "speedup_at_tau_star" in res["projected"]
 
 
 @pytest.mark.slow

@@ -36,18 +36,70 @@ def _seeds(net, full):
     return [net["seed"]] if "seed" in net else []
 
 
-@pytest.mark.parametrize("name, mus", [
-    ("kl_dynamics", {3.0}),
-    # modes-shift's net part trains one seed per optimiser: the paper's 3 seeds are not built yet
-    pytest.param("modes_shift", {3.0, 15.0}, marks=pytest.mark.xfail(
-        strict=True, reason="modes-shift's Swish nets train one seed, the paper three (issue 20 part 2)")),
-])
+def _net(full):
+    return full.get("net", full)
+
+
+def _kl_every(net):
+    """Epochs between exact-KL checkpoints (``kl_every`` or ``epochs / n_checkpoints``)."""
+    if "kl_every" in net:
+        return float(net["kl_every"])
+    return float(net["epochs"]) / float(net["n_checkpoints"])
+
+
+@pytest.mark.parametrize("name, mus", [("kl_dynamics", {3.0}), ("modes_shift", {3.0, 15.0})])
 def test_swish_nets_full_is_the_paper_protocol(name, mus):
+    """What both presets already have: 2000 epochs, SGD lr 0.5 and Adam lr 1e-3, n = 1000, the mus."""
     full = _presets(name)["full"]
-    net = full.get("net", full)
+    net = _net(full)
     assert int(net.get("epochs", -1)) == 2000
     assert _lrs(net) == {"sgd": 0.5, "adam": 1e-3}
-    assert len(set(_seeds(net, full))) >= 3, f"{name}: full nets train {len(set(_seeds(net, full)))} seed(s)"
     assert int(net.get("n", full.get("n"))) == 1000
     got = {float(x) for x in full.get("main_mus", [full.get("mu")])}
     assert mus <= got
+
+
+_PENDING = "issue 20 part 2: preset value the coordinator applies after the kl-dynamics/modes-shift port"
+
+
+@pytest.mark.parametrize("name, check", [
+    ("kl_dynamics", "three_seeds"),
+    pytest.param("modes_shift", "three_seeds", marks=pytest.mark.xfail(
+        strict=True, reason=_PENDING + ": net seeds [0, 1, 2] (now one seed, seed=0)")),
+    # the paper's SGD KL is smallest near epoch 800: checkpoints every <= 50 epochs resolve it
+    pytest.param("kl_dynamics", "kl_every_50_epochs", marks=pytest.mark.xfail(
+        strict=True, reason=_PENDING + ": n_checkpoints=40 (now 20: every 100 epochs)")),
+    pytest.param("modes_shift", "kl_every_50_epochs", marks=pytest.mark.xfail(
+        strict=True, reason=_PENDING + ": n_checkpoints=40 (now 20: every 100 epochs)")),
+    ("kl_dynamics", "quick_fewer_epochs"),
+    ("modes_shift", "quick_fewer_epochs"),
+])
+def test_swish_nets_full_pending_values(name, check):
+    """The rest of the paper's protocol, one case per value (xfail(strict) where not yet applied:
+    an XPASS then says the value is in and the marker must go)."""
+    pre = _presets(name)
+    full, net = pre["full"], _net(pre["full"])
+    if check == "three_seeds":
+        assert len(set(_seeds(net, full))) >= 3, f"{name}: full nets train {len(set(_seeds(net, full)))} seed(s)"
+    elif check == "kl_every_50_epochs":
+        assert _kl_every(net) <= 50, f"{name}: exact KL every {_kl_every(net):g} epochs"
+    else:
+        q = _net(pre["quick"])
+        assert 0 < int(q["epochs"]) <= int(net["epochs"])
+
+
+def test_real_digits_full_is_the_stated_protocol():
+    """README/docs: load_digits, K = 10, Adam, >= 3 seeds, fixed epochs, both pairs the same net."""
+    from analysis.experiments import real_digits as R
+
+    for name in ("tiny", "quick", "full"):
+        p = R.PRESETS[name]
+        assert p["n_clusters"] == 10 and p["idx_images"] is None
+        assert len(set(p["seeds"])) >= 3
+    full = R.PRESETS["full"]
+    assert full["epochs"] == 1000 and full["channels"] == 32 and full["lr"] == 2e-3
+    assert full["n_train"] is None and len(full["seeds"]) == 5
+    tasks = R.tasks(full)
+    assert {t.params["pair"] for t in tasks} == {"nearest", "farthest"}
+    same = {k: v for k, v in tasks[0].params.items() if k not in ("pair", "seed")}
+    assert all({k: v for k, v in t.params.items() if k not in ("pair", "seed")} == same for t in tasks)
