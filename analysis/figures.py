@@ -8,10 +8,6 @@ version; a rerun with the same parameters recomputes nothing, a killed run
 resumes), computed in this process, in local worker processes (``jobs``) or
 on Dask (``cluster="local"``, ``scheduler=ADDRESS``), then reduced, given
 its provenance (parameters, seeds, versions, git revision), plotted and saved.
-
-TEMPORARY (removed once kl_dynamics, modes_shift and memorization_time are
-ported): a module with only ``compute(params) -> Dataset`` runs as ONE point
-of the registered :func:`legacy_figure` (see :func:`experiment_of`).
 """
 from __future__ import annotations
 
@@ -21,10 +17,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rfdiff.run import Experiment, Task, point_function
+from rfdiff.run import Experiment
 
 __all__ = ["FIGURES", "PRESET_NAMES", "Figure", "FigureRun", "get", "compute", "make", "make_all",
-           "threads", "write_snippet", "experiment_of"]
+           "threads", "write_snippet"]
 
 PRESET_NAMES = ("tiny", "quick", "full")
 
@@ -51,6 +47,11 @@ FIGURES = {
     "width": "width",
     "memorization-time": "memorization_time",
     "large-lr": "large_lr",
+    "resnet-ode": "resnet_ode",
+    "pre-memorization": "pre_memorization",
+    "quantile-vs-l2": "quantile_vs_l2",
+    "reproducibility": "reproducibility",
+    "real-digits": "real_digits",
 }
 
 
@@ -60,23 +61,19 @@ class Figure:
     module: object
 
     @property
+    def experiment(self) -> Experiment:
+        return self.module.EXPERIMENT
+
+    @property
     def title(self) -> str:
-        return getattr(self.module, "TITLE", self.name)
+        return self.experiment.title
 
     @property
     def presets(self) -> dict:
-        return self.module.PRESETS
-
-    @property
-    def experiment(self) -> Experiment:
-        return experiment_of(self)
+        return self.experiment.presets
 
     def params(self, preset: str = "quick", overrides: dict | None = None) -> dict:
-        if preset not in self.presets:
-            raise ValueError(f"preset must be one of {sorted(self.presets)}, got {preset!r}")
-        p = dict(self.presets[preset])
-        p.update(overrides or {})
-        return p
+        return self.experiment.params(preset, overrides)
 
 
 @dataclass
@@ -99,27 +96,6 @@ def get(name: str) -> Figure:
     if key not in FIGURES:
         raise ValueError(f"unknown figure {name!r}; figures: {', '.join(FIGURES)}")
     return Figure(key, importlib.import_module(f"analysis.experiments.{FIGURES[key]}"))
-
-
-# --------------------------------------------------------------------------- TEMPORARY fallback
-
-@point_function
-def legacy_figure(*, figure: str, params: dict):
-    """TEMPORARY: a not yet ported figure's whole ``compute(params)`` as one point (a Dataset)."""
-    return get(figure).module.compute(params)
-
-
-def experiment_of(fig: Figure) -> Experiment:
-    """The figure's ``EXPERIMENT``; TEMPORARY: for a module with only ``compute``, an
-    Experiment of one :func:`legacy_figure` point whose reduction is that point's Dataset."""
-    exp = getattr(fig.module, "EXPERIMENT", None)
-    if exp is not None:
-        return exp
-    m = fig.module
-    return Experiment(name=fig.name, title=fig.title, presets=m.PRESETS,
-                      tasks=lambda p: [Task(legacy_figure, {"figure": fig.name, "params": p})],
-                      reduce=lambda p, results: results[0], plot=m.plot,
-                      summary=getattr(m, "summary", None))
 
 
 # --------------------------------------------------------------------------- running

@@ -275,3 +275,12 @@ def test_figure_width_on_dask_writes_the_same_numbers(runs, workdir):
             assert np.array_equal(np.asarray(val), np.asarray(b.attrs[k])), k
     assert a.attrs["points_total"] == b.attrs["points_total"] == 4
     assert b.attrs["points_cached"] == 0
+
+
+def test_figure_help_lists_every_registered_figure(capsys):
+    """The figure names in ``rfdiff figure --help`` are the registry's (they cannot drift apart)."""
+    from rfdiff.cli import main
+    assert main(["figure", "--help"]) == 0
+    text = capsys.readouterr().out
+    listed = text[text.rindex("\nfigures: ") + len("\nfigures: "):].split("\nEvery point")[0]
+    assert [n.strip() for n in listed.replace("\n", " ").split(",")] == list(F.FIGURES)

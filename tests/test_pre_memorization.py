@@ -111,7 +111,7 @@ def test_point_runs_from_a_sweep_config(tmp_path, monkeypatch):
     """``rfdiff sweep run`` with function = analysis.experiments.pre_memorization:point."""
     from pathlib import Path
 
-    from rfdiff.sweep import collect, load_config, run_sweep
+    from rfdiff.run import collect, load_config, run_sweep
     monkeypatch.setenv("RFDIFF_CODE_VERSION", "premem-sweep-test")
     monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1]))
     cfg = tmp_path / "sweep.toml"

@@ -8,10 +8,10 @@ that does the work. To add one, append to :data:`COMMANDS` (or call
 implementation's imports out of ``rfdiff --help``::
 
     COMMANDS.append(Command(
-        "figure", "draw one figure of the paper",
-        add_arguments=lazy("rfdiff.figures.cli:add_figure_arguments"),
-        run=lazy("rfdiff.figures.cli:run_figure"),
-        epilog="examples:\\n  rfdiff figure kl_dynamics --quick\\n"))
+        "figure", "make one figure of the paper",
+        add_arguments=lazy("analysis.figures:add_figure_arguments"),
+        run=lazy("analysis.figures:run_figure"),
+        epilog="examples:\\n  rfdiff figure kl-dynamics --quick\\n"))
 
 Exit status: 0 success; 1 the work ran but part of it failed (e.g. sweep
 points); 2 bad usage, bad config or a missing optional dependency, with a
@@ -156,7 +156,8 @@ examples:
   rfdiff figure width --tiny --no-cache --out figures/ # recompute, store nothing
   rfdiff figure scaling --full --out paper/            # paper size
   rfdiff figure kl-dynamics --scheduler tcp://10.0.0.5:8786 --out paper/
-figures: kl-dynamics, scaling, modes-shift, width, memorization-time, large-lr
+figures: kl-dynamics, scaling, modes-shift, width, memorization-time, large-lr, resnet-ode,
+  pre-memorization, quantile-vs-l2, reproducibility, real-digits
 Every point of a figure is cached (as a sweep's): a rerun reads them, a killed
 run resumes. Files: <out>/<name>.png, .pdf and .nc (the numbers, with
 parameters, seeds, versions and git revision in its 'provenance' attribute).

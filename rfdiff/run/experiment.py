@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Callable, Mapping
 
 __all__ = ["Experiment", "Task", "point_function", "registered", "spec_of", "as_dataset",
-           "run_serial", "run_params", "PRESET_NAMES"]
+           "run_serial", "run_params", "reduce_results", "PRESET_NAMES"]
 
 PRESET_NAMES = ("tiny", "quick", "full")
 
@@ -100,11 +100,32 @@ def run_serial(experiment: Experiment, preset: str = "tiny", overrides: dict | N
 
 def run_params(experiment: Experiment, params: dict, preset: str | None = None):
     """:func:`run_serial` for explicit parameters (``preset``: only recorded)."""
+    results = [as_dataset(t.function(**t.params)) for t in experiment.tasks(params)]
+    return reduce_results(experiment, params, results, preset)
+
+
+def reduce_results(experiment: Experiment, params: dict, results: list, preset: str | None = None):
+    """``experiment.reduce(params, results)`` labelled with the experiment's name
+    (``attrs["figure"]``) and with provenance (parameters, seeds, versions, git
+    revision) attached: the one ending of every way of running an experiment."""
     from ..io import attach_provenance
     from ..provenance import provenance
 
-    results = [as_dataset(t.function(**t.params)) for t in experiment.tasks(params)]
     ds = experiment.reduce(params, results)
-    seeds = {k: v for k, v in params.items() if "seed" in k}
+    ds.attrs["figure"] = experiment.name
     return attach_provenance(ds, provenance({"figure": experiment.name, "preset": preset, **params},
-                                            seeds=seeds or None))
+                                            seeds=_seeds(params) or None))
+
+
+def _seeds(params: dict) -> dict:
+    """Every parameter whose name says it is a seed (nested ones included)."""
+    out = {}
+
+    def walk(d, prefix):
+        for k, v in d.items():
+            if isinstance(v, dict):
+                walk(v, f"{prefix}{k}.")
+            elif "seed" in k:
+                out[f"{prefix}{k}"] = v
+    walk(params, "")
+    return out

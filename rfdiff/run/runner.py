@@ -50,6 +50,7 @@ from pathlib import Path
 from .cache import Cache, CacheWarning, cache_key
 from .config import Point, SweepConfig, load_config, resolve_function
 from .executors import make_executor
+from .experiment import reduce_results
 from .result import is_dataset, normalize_result, stack_results, to_dataset
 
 __all__ = ["PointJob", "PointFailure", "RunReport", "SweepReport", "SweepStatus",
@@ -502,20 +503,6 @@ def default_output(config: SweepConfig) -> Path:
 
 # --------------------------------------------------------------------------- experiments
 
-def _seeds(params: dict) -> dict:
-    """Every parameter whose name says it is a seed (nested ones included)."""
-    out = {}
-
-    def walk(d, prefix):
-        for k, v in d.items():
-            if isinstance(v, dict):
-                walk(v, f"{prefix}{k}.")
-            elif "seed" in k:
-                out[f"{prefix}{k}"] = v
-    walk(params, "")
-    return out
-
-
 def run_experiments(runs: list, *, cache=None, use_cache: bool = True, progress: bool = True,
                     code_version: str | None = None, **engine) -> list:
     """Several experiments through one executor: ``runs`` is a list of
@@ -530,9 +517,6 @@ def run_experiments(runs: list, *, cache=None, use_cache: bool = True, progress:
     :func:`run_points`). A failed point raises :class:`PointsFailed`.
     """
     import shutil
-
-    from ..io import attach_provenance
-    from ..provenance import provenance
 
     cv = _code_version(code_version)
     tmp = None
@@ -569,10 +553,7 @@ def run_experiments(runs: list, *, cache=None, use_cache: bool = True, progress:
                 if value is None:
                     raise PointsFailed(f"{experiment.name}: a point has no result (key {key[:12]})")
                 results.append(value if is_dataset(value) else to_dataset(value))
-            ds = experiment.reduce(params, results)
-            prov = provenance({"figure": experiment.name, "preset": preset, **params},
-                              seeds=_seeds(params) or None)
-            out.append((attach_provenance(ds, prov), report))
+            out.append((reduce_results(experiment, params, results, preset), report))
         return out
     finally:
         if tmp is not None:
