@@ -17,7 +17,7 @@ def test_figures_jobs_must_be_positive(jobs, capsys):
     assert "--jobs: must be an integer >= 1" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("kw, text", [(dict(u_scale=-1.0), "u_scale must be > 0, got -1.0"),
+@pytest.mark.parametrize("kw, text", [(dict(u_scale=-1.0), "u_scale must be >= 0, got -1.0"),
                                       (dict(w_scale=0.0), "w_scale must be > 0, got 0.0")])
 def test_range_message_does_not_offer_inf(kw, text):
     """An infinite end is refused (values must be finite), so the message does not write it."""
