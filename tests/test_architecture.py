@@ -136,5 +136,4 @@ def test_kl_ode_reaches_the_ode_solver_through_few_modules():
 
 def test_relu_string_only_in_features():
     hits = [p for p in ROOT.rglob("*.py") if '"relu"' in p.read_text()]
-    allowed = {ROOT / "model" / "features.py", ROOT / "cli" / "trajectory.py"}   # the CLI's default config
-    assert set(hits) <= allowed, hits
+    assert hits == [ROOT / "model" / "features.py"], hits

@@ -17,10 +17,11 @@ from pathlib import Path
 import numpy as np
 
 from .. import _validate as v
+from ..model.features import RandomFeatureScore
 from ..run.experiment import point_function
 
 DEFAULTS = {"target": "two_modes", "mu": 3.0, "q1": 0.5, "n": 1000, "data_seed": 0, "m": 256,
-            "activation": "relu", "seed": 0, "t_min": 1e-3, "T": 8.0, "weighting": "sigma2",
+            "activation": RandomFeatureScore.activation, "seed": 0, "t_min": 1e-3, "T": 8.0, "weighting": "sigma2",
             "n_time": None, "taus": "1e0:1e12:25",
             "metrics": ["train_loss", "population_loss", "kl_ode", "kl_sde", "girsanov"],
             "tol": 1e-4, "backend": "numpy", "out": "trajectory.nc", "plot": None}
