@@ -148,7 +148,7 @@ def spectral_density(c: TheoryConstants, psi_p: float, psi_n: float, lam, eps: f
     ``q -> 0`` or with residual > 1e-6 raises). The atom of weight
     ``1 - (n + d)/p`` (when positive) at ``s_t^2`` is subtracted (its Lorentzian of
     width ``eps``), so ``rho`` is the continuous part. Tested against the spectrum of a
-    large sampled Gaussian-equivalent U (tests/test_premem.py)."""
+    large sampled Gaussian-equivalent U (tests/model/test_premem.py)."""
     from scipy.optimize import root
 
     lam = np.atleast_1d(np.asarray(lam, dtype=np.float64))

@@ -3,7 +3,7 @@ and the conversions between numpy and torch that every module here uses.
 
 Formulas are those of :mod:`rfdiff.model.features`, written in the same order of
 operations; torch's elementwise kernels (MKL/SLEEF) are not numpy's, so the
-results agree to a few ulp, not bit for bit (``tests/test_torch_rf.py``
+results agree to a few ulp, not bit for bit (``tests/torch/test_torch_rf.py``
 measures it). Paths that must be bit-identical to the core evaluate the frozen
 parts with numpy (see :class:`rfdiff.torch.rf.RFNet`).
 """

@@ -3,7 +3,7 @@
 ``rfdiff`` itself never imports torch; only ``from rfdiff import torch`` does.
 Inside this subpackage ``import torch`` is the absolute import of PyTorch (the
 subpackage's own name ``rfdiff.torch`` never shadows it: Python 3 imports are
-absolute), which ``tests/test_torch_lazy.py`` checks.
+absolute), which ``tests/torch/test_torch_lazy.py`` checks.
 """
 from __future__ import annotations
 

@@ -169,7 +169,7 @@ class DenoisingSampler:
     data indices (an epoch-wise permutation cut into batches), times and the
     weights ``lam = lambda(t) * importance weight`` of the module docstring,
     and noises ``(b, d)``. With them :func:`denoising_loss` is an unbiased
-    estimate of the normalised loss (``tests/test_torch_train.py``).
+    estimate of the normalised loss (``tests/torch/test_torch_train.py``).
     """
 
     def __init__(self, n, d, batch_size, process, t_min, T, weighting, t_fixed, time_sampling, seed):

@@ -113,7 +113,7 @@ def test_point_runs_from_a_sweep_config(tmp_path, monkeypatch):
 
     from rfdiff.run import collect, load_config, run_sweep
     monkeypatch.setenv("RFDIFF_CODE_VERSION", "premem-sweep-test")
-    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1]))
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2]))
     cfg = tmp_path / "sweep.toml"
     cfg.write_text('[sweep]\nname = "premem"\nfunction = "analysis.experiments.pre_memorization:point"\n'
                    'cache_dir = "cache"\n[grid]\npsi_n = [1, 2]\n[fixed]\nd = 6\npsi_p = 4\nt = 0.1\n'

@@ -27,8 +27,8 @@ from rfdiff.run import (Cache, CacheWarning, ConfigError, collect, load_config, 
 from rfdiff.run.cache import cache_key
 from rfdiff.run.runner import PointJob, evaluate_point, run_points
 
-REPO = Path(__file__).resolve().parents[1]
-TESTS = Path(__file__).resolve().parent
+REPO = Path(__file__).resolve().parents[2]
+TESTS = Path(__file__).resolve().parents[1]
 CV = "run-layer-tests"
 
 

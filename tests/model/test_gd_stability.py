@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from rfdiff import Flow
-from tests.test_flow import _random_form
+from test_flow import _random_form
 
 
 def test_gd_params_past_the_stability_limit_raises_naming_lr_and_limit():

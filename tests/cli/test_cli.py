@@ -14,8 +14,8 @@ import xarray as xr
 from rfdiff import cli
 from rfdiff.cli import Command, main, register
 
-REPO = Path(__file__).resolve().parents[1]
-TESTS = Path(__file__).resolve().parent
+REPO = Path(__file__).resolve().parents[2]
+TESTS = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(autouse=True)

@@ -3,7 +3,7 @@ memorization-time): their tiny data, run by :func:`rfdiff.run.run_serial`, again
 independent references and the invariants of their definitions.
 
 (The figure pipeline's own checks, through ``analysis.figures.make``, are in
-tests/test_figures.py; these exercise the protocol path and the point functions.)
+tests/analysis/test_figures.py; these exercise the protocol path and the point functions.)
 """
 import numpy as np
 import pytest

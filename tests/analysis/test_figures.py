@@ -20,7 +20,7 @@ from analysis import figures as F  # noqa: E402
 from rfdiff.run.cache import Cache  # noqa: E402
 from rfdiff.io import load_dataset, read_provenance  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

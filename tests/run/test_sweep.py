@@ -19,8 +19,8 @@ from rfdiff.run.cache import Cache, CacheWarning
 from rfdiff.run import (ConfigError, SweepIncomplete, collect, load_config, point_key,
                           run_sweep, sweep_status)
 
-REPO = Path(__file__).resolve().parents[1]
-TESTS = Path(__file__).resolve().parent
+REPO = Path(__file__).resolve().parents[2]
+TESTS = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(autouse=True)
