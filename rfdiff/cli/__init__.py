@@ -166,7 +166,7 @@ parameters, seeds, versions and git revision in its 'provenance' attribute).
 _FIGURES_EPILOG = """\
 examples:
   rfdiff figures --tiny --out figures/              # all figures, seconds each
-  rfdiff figures --quick                            # the README's size, a few minutes on 2 cores
+  rfdiff figures --quick                            # the README's size (about an hour for all on 2 cores)
   rfdiff figures --quick --jobs 2                   # points of all figures in 2 processes
   rfdiff figures --full --out paper/
   rfdiff figures --quick --out docs/figures --snippet docs/figures/README_snippet.md
@@ -183,7 +183,7 @@ COMMANDS += [
             epilog=_FIGURE_EPILOG,
             description="Compute the points of one figure (cached, resumable; in this process, "
                         "local processes or Dask), reduce, plot and save it."),
-    Command("figures", "make all figures of the paper (--quick: a few minutes on 2 cores)",
+    Command("figures", "make all figures of the papers (--quick: the README's size)",
             add_arguments=lazy("analysis.figures:add_figures_arguments"),
             run=lazy("analysis.figures:run_figures"),
             epilog=_FIGURES_EPILOG,

@@ -37,7 +37,7 @@ from ..numerics.quadrature import composite_gauss_legendre
 
 
 #: j-rows per tile of the exact ReLU kernel: the tile's rows stay in cache while
-#: the k-rows stream past (measured on 2 and 16 cores: 16 is best or close)
+#: the k-rows stream past (the size is timed in benchmarks/kernels.py)
 _TILE = 16
 
 

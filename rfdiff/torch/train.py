@@ -32,8 +32,7 @@ bit-identical checkpoints (for the same thread count).
 Speed on CPU: small networks are overhead-bound, and torch's intra-op threads
 only add synchronisation; on a loaded machine they can make a step 20x slower.
 Processes running many small trainings should call ``torch.set_num_threads(1)``
-(the tests do). A U-Net step on 128 8x8 images takes ~0.07 s on one core
-(float32), so sklearn's 1797 digits train for ~50 epochs a minute.
+(the tests do).
 """
 from __future__ import annotations
 
