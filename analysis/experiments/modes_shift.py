@@ -516,19 +516,19 @@ def plot(ds, stem):
                 kl = ds.net_kl.values[a, b]
                 tr = ds.net_diverged.values[a, b] == 0
                 lr = float(np.atleast_1d(ds.attrs["net_lrs"])[b])
-                label = f"{opt.upper() if opt == 'sgd' else 'Adam'} lr {lr:g}"
+                label = f"{opt.upper() if opt == 'sgd' else 'Adam'} {lr:g}"
                 if not np.any(tr):
-                    ax.plot([], [], color=P.COLORS[3 + b], label=f"{label}: diverged ({n_seeds}/{n_seeds} seeds)")
+                    ax.plot([], [], color=P.COLORS[3 + b], label=f"{label}: diverged {n_seeds}/{n_seeds}")
                     continue
                 if not np.all(tr):
-                    label += f" ({int((~tr).sum())}/{n_seeds} seeds diverged)"
+                    label += f" ({int((~tr).sum())}/{n_seeds} diverged)"
                 k = kl[tr]
                 P.band(ax, ep, P.positive(k.mean(axis=0)), P.positive(k.min(axis=0)), P.positive(k.max(axis=0)),
                        label=label, marker="o", markersize=2, color=P.COLORS[3 + b])
-            ax.set(yscale="log", xlabel="epoch", ylabel=r"KL$(p_0\,\|\,p_{gen})$" if a == 0 else None)
+            ax.set(yscale="log", xlabel="epoch", ylabel="KL over seeds:\nmean, min-max" if a == 0 else None)
             ax.set_title(f"({'gh'[a]}) Swish KL, $\\mu$={mu:g}, {n_seeds} seed{'s' * (n_seeds > 1)}\n"
                          f"{_epochs_label(ds)}", loc="left", fontsize=7)
-            ax.legend(fontsize=5.5, title="mean, min-max over seeds", title_fontsize=5.5)
+            ax.legend(loc="upper right", fontsize=5)
         # (e): KL vs tau for the sweep
         ax = axes[2, 0]
         cmap = __import__("matplotlib").colormaps["viridis"]
