@@ -29,8 +29,13 @@ is best very early and later collapses towards a single mode. Tested here as
   remain, or the lighter side holds less than ``collapse_mass`` of the mass
   (1/2 in the data).
 
+For the Swish nets the same three parts are judged per net seed and on the
+seed-mean KL (``best_epoch_mu*``: the argmin of the seed-mean KL; ``degrades`` and
+``collapse``: in every seed that trained; a seed whose training diverged is
+recorded as diverged, with NaN values, and left out of the means).
+
 Points: one random-feature flow per mu (:func:`rf_point`) and one Swish net
-per (main mu, optimizer) (:func:`net_point`).
+per (main mu, optimizer, net seed) (:func:`net_point`).
 """
 from __future__ import annotations
 
@@ -52,17 +57,18 @@ _BASE = dict(q1=0.5, n=1000, seed=0, data_seed=0, t_min=1e-3, T=8.0, weighting="
              mode_threshold=0.1, mode_smoothing=0.5, collapse_mass=0.25, plot_h=0.05, ranges={"3": 10.0, "15": 30.0},
              density_atol=1e-4)
 _NET = dict(width=128, batch_size=100, weighting="sigma", optimizers={"adam": 1e-3, "sgd": 0.5},
-            kl_tol=1e-3, seed=0)
+            kl_tol=1e-3, seeds=[0, 1, 2])
+PAPER_EPOCHS = 2000     # seed 000's Swish nets: 2000 epochs
 
 PRESETS = {
     "tiny": dict(_BASE, mus=[3.0, 15.0], main_mus=[3.0, 15.0], m=128, n=200, n_time=16, per_decade=1,
                  tau_hi=12.0, kl_tol=2e-2,
-                 net=dict(_NET, epochs=3, n_checkpoints=3, width=32, optimizers={"adam": 1e-3})),
+                 net=dict(_NET, seeds=[0], epochs=3, n_checkpoints=3, width=32, optimizers={"adam": 1e-3})),
     "quick": dict(_BASE, mus=[1.5, 3.0, 6.0, 10.0, 15.0], main_mus=[3.0, 15.0], m=512, n_time=128,
                   net=dict(_NET, epochs=200, n_checkpoints=5)),
     "full": dict(_BASE, mus=[1.5, 3.0, 4.5, 6.0, 7.5, 9.0, 12.0, 15.0], main_mus=[3.0, 15.0], m=2048,
                  n_time=256, per_decade=4, kl_tol=1e-3,
-                 net=dict(_NET, epochs=2000, n_checkpoints=20)),
+                 net=dict(_NET, epochs=2000, n_checkpoints=40)),
 }
 
 MAX_MODES = 4
@@ -224,19 +230,19 @@ def _mus(p: dict) -> tuple:
 
 def tasks(p: dict) -> list:
     """One flow point per mu (the main mus with snapshot densities, the largest mu with
-    the quadrature check), then one Swish net per (main mu, optimizer)."""
+    the quadrature check), then one Swish net per (main mu, optimizer, net seed)."""
     mus, main, every = _mus(p)
     q = p["net"]
     rf_common = {k: p[k] for k in _RF_KEYS}
     out = [Task(rf_point, dict(rf_common, mu=mu, plot_range=_plot_range(mu, p) if mu in main else 0.0,
                                quadrature=mu == max(every))) for mu in every]
-    net = dict(q1=p["q1"], n=p["n"], data_seed=p["data_seed"], seed=q["seed"], width=q["width"],
+    net = dict(q1=p["q1"], n=p["n"], data_seed=p["data_seed"], width=q["width"],
                epochs=q["epochs"], batch_size=q["batch_size"], weighting=q["weighting"],
                n_checkpoints=q["n_checkpoints"], kl_tol=q["kl_tol"], t_min=p["t_min"], T=p["T"],
                plot_h=p["plot_h"], density_atol=p["density_atol"], mode_threshold=p["mode_threshold"],
                mode_smoothing=p["mode_smoothing"])
-    out += [Task(net_point, dict(net, mu=mu, optimizer=opt, lr=lr, plot_range=_plot_range(mu, p)))
-            for mu in main for opt, lr in q["optimizers"].items()]
+    out += [Task(net_point, dict(net, mu=mu, optimizer=opt, lr=lr, seed=int(s), plot_range=_plot_range(mu, p)))
+            for mu in main for opt, lr in q["optimizers"].items() for s in q["seeds"]]
     return out
 
 
@@ -266,37 +272,107 @@ def _verdict(rf3, rf15, p):
     return out
 
 
-def _net_verdict(ck, nets, p):
+def _finite_seeds(runs) -> list:
+    """Which seeds' runs trained (any finite KL); the others diverged."""
+    return [bool(np.any(np.isfinite(r["kl"]))) for r in runs]
+
+
+def _net_verdict(ck, nets, seeds, p):
+    """The paper's observation on the Swish nets, per optimizer: ``nets[a][opt]`` is the
+    list over ``seeds`` of one main mu's (3, then 15) runs. Best epochs on the seed-mean
+    KL of the seeds that trained (and per seed, -1 where diverged); ``degrades`` and
+    ``collapse`` must hold in every seed that trained; diverged seeds are named in ``note``."""
     out = {}
-    for opt in nets[0][2]:
-        r3, r15 = nets[0][2][opt], nets[1][2][opt]
-        if not (np.any(np.isfinite(r3["kl"])) and np.any(np.isfinite(r15["kl"]))):
-            out[f"{opt}_note"] = f"mu=3: {r3['note']}; mu=15: {r15['note']}"
+    tags = ("3", "15")
+    for opt in nets[0]:
+        runs = {tag: nets[a][opt] for a, tag in enumerate(tags)}
+        ok = {tag: _finite_seeds(runs[tag]) for tag in tags}
+        bad = [f"mu={tag} seed {s}: {r['note']}" for tag in tags for s, r, o in zip(seeds, runs[tag], ok[tag])
+               if not o]
+        if bad:
+            out[f"{opt}_note"] = "diverged: " + "; ".join(bad)
+        for tag in tags:
+            out[f"{opt}_n_seeds_trained_mu{tag}"] = int(sum(ok[tag]))
+            out[f"{opt}_best_epoch_mu{tag}_per_seed"] = [int(ck[np.nanargmin(r["kl"])]) if o else -1
+                                                        for r, o in zip(runs[tag], ok[tag])]
+        if not (any(ok["3"]) and any(ok["15"])):
             continue
-        b3, b15 = int(np.nanargmin(r3["kl"])), int(np.nanargmin(r15["kl"]))
-        lighter = min(r15["mass_left"][2], 1 - r15["mass_left"][2])
+        mean = {tag: np.mean([r["kl"] for r, o in zip(runs[tag], ok[tag]) if o], axis=0) for tag in tags}
+        b3, b15 = int(np.nanargmin(mean["3"])), int(np.nanargmin(mean["15"]))
         out[f"{opt}_best_epoch_mu3"] = int(ck[b3])
         out[f"{opt}_best_epoch_mu15"] = int(ck[b15])
         out[f"{opt}_best_earlier"] = bool(ck[b15] < ck[b3])
-        out[f"{opt}_degrades_mu15"] = bool(r15["kl"][-1] - r15["kl"][b15] > r15["kl_error"][-1] + r15["kl_error"][b15])
-        out[f"{opt}_late_n_modes_mu15"] = int(r15["n_modes"][2])
-        out[f"{opt}_late_lighter_mass_mu15"] = float(lighter)
-        out[f"{opt}_collapse_mu15"] = bool(r15["n_modes"][2] < 2 or lighter < p["collapse_mass"])
+        r15 = [r for r, o in zip(runs["15"], ok["15"]) if o]
+        deg, col, lighter, n_modes = [], [], [], []
+        for r in r15:
+            b = int(np.nanargmin(r["kl"]))
+            deg.append(bool(r["kl"][-1] - r["kl"][b] > r["kl_error"][-1] + r["kl_error"][b]))
+            lighter.append(float(min(r["mass_left"][2], 1 - r["mass_left"][2])))
+            n_modes.append(int(r["n_modes"][2]))
+            col.append(bool(n_modes[-1] < 2 or lighter[-1] < p["collapse_mass"]))
+        out[f"{opt}_degrades_mu15"] = bool(all(deg))
+        out[f"{opt}_late_n_modes_mu15"] = n_modes
+        out[f"{opt}_late_lighter_mass_mu15"] = lighter
+        out[f"{opt}_collapse_mu15"] = bool(all(col))
         out[f"{opt}_paper_observation_holds"] = bool(out[f"{opt}_best_earlier"] and out[f"{opt}_degrades_mu15"]
                                                      and out[f"{opt}_collapse_mu15"])
     return out
 
 
+_NET_VARS = {"kl": "epoch", "kl_error": "epoch", "snapshot_epoch": "snapshot", "mode_position": ("snapshot", "mode"),
+             "n_modes": "snapshot", "mass_left": "snapshot"}
+
+
+def _net_data(p: dict, main: list, net_res: list, zmax: int):
+    """The nets' results (in :func:`tasks`' order: main mu, optimizer, net seed) as data
+    variables over ``(main_mu, optimizer, net_seed, ...)``, their epochs and the verdict
+    (``None`` unless the main mus are 3 and 15)."""
+    opts, seeds = list(p["net"]["optimizers"]), [int(s) for s in p["net"]["seeds"]]
+    if len(net_res) != len(main) * len(opts) * len(seeds):
+        raise ValueError(f"net results: {len(net_res)}, expected one per (main mu, optimizer, seed) = "
+                         f"{len(main) * len(opts) * len(seeds)}")
+    net = lambda a, b, s: net_res[(a * len(opts) + b) * len(seeds) + s]  # noqa: E731
+    idx = [(a, b, s) for a in range(len(main)) for b in range(len(opts)) for s in range(len(seeds))]
+    shape = (len(main), len(opts), len(seeds))
+    head = ("main_mu", "optimizer", "net_seed")
+    data = {}
+    for k, tail in _NET_VARS.items():
+        tail = (tail,) if isinstance(tail, str) else tail
+        data[f"net_{k}"] = (head + tail, np.array([net(*i)[k].values for i in idx]).reshape(
+            shape + net(0, 0, 0)[k].shape))
+    dens = np.full(shape + (3, zmax), np.nan)
+    for i in idx:
+        v = net(*i)["density"].values
+        dens[i + (Ellipsis, slice(0, v.shape[-1]))] = v
+    data["net_density"] = (head + ("snapshot", "zi"), dens)
+    kl = data["net_kl"][1]
+    ok = np.any(np.isfinite(kl), axis=-1)
+    data["net_diverged"] = (head, (~ok).astype(np.int8))
+    data["net_best_kl"] = (head, np.where(ok, np.nanmin(np.where(ok[..., None], kl, np.inf), axis=-1), np.nan))
+    ck = net_res[0]["epoch"].values
+    data["net_best_epoch"] = (head, np.where(ok, ck[np.argmin(np.where(np.isfinite(kl), kl, np.inf), axis=-1)], -1))
+    notes = {f"mu{mu:g}_{o}_seed{s}": str(net(a, b, j)["note"].values)
+             for a, mu in enumerate(main) for b, o in enumerate(opts) for j, s in enumerate(seeds)}
+    verdict = None
+    if main == [3.0, 15.0]:
+        runs = [{o: [dict(kl=net(a, b, j)["kl"].values, kl_error=net(a, b, j)["kl_error"].values,
+                          mass_left=net(a, b, j)["mass_left"].values, n_modes=net(a, b, j)["n_modes"].values,
+                          note=str(net(a, b, j)["note"].values)) for j in range(len(seeds))]
+                 for b, o in enumerate(opts)} for a in range(len(main))]
+        verdict = _net_verdict(ck, runs, seeds, p)
+    return data, ck, seeds, notes, verdict
+
+
 def reduce(p: dict, results: list):
     """The flow over (mu, tau), the snapshot densities over (main mu, snapshot), the
-    nets over (main mu, optimizer); attrs: the verdicts on the paper's observation."""
+    nets over (main mu, optimizer, net seed); attrs: the verdicts on the paper's
+    observation, ``net_epochs`` (the nets' training length)."""
     import xarray as xr
 
     mus, main, every = _mus(p)
     opts = list(p["net"]["optimizers"])
     rf_res = dict(zip(every, results[:len(every)]))
     net_res = results[len(every):]
-    net = lambda a, b: net_res[a * len(opts) + b]  # noqa: E731
     rf = {mu: _flow_summary(r) for mu, r in rf_res.items()}
     zmax = max(rf_res[mu]["z"].size for mu in main)
 
@@ -309,10 +385,6 @@ def reduce(p: dict, results: list):
     z_main = padded([((a,), rf_res[mu]["z"].values) for a, mu in enumerate(main)], (len(main),))
     p0 = padded([((a,), rf_res[mu]["p0"].values) for a, mu in enumerate(main)], (len(main),))
     dens_rf = padded([((a,), rf_res[mu]["density_rf"].values) for a, mu in enumerate(main)], (len(main), 3))
-    net_dens = padded([((a, b), net(a, b)["density"].values) for a in range(len(main)) for b in range(len(opts))],
-                      (len(main), len(opts), 3))
-    per_net = lambda k: np.array([[net(a, b)[k].values for b in range(len(opts))]  # noqa: E731
-                                  for a in range(len(main))])
     per_mu = lambda k, dtype=None: np.array([rf_res[m][k].values for m in mus], dtype=dtype)  # noqa: E731
     data = {
         "kl_ode": (("mu", "tau"), per_mu("kl_ode")),
@@ -331,21 +403,12 @@ def reduce(p: dict, results: list):
         "p0": (("main_mu", "zi"), p0),
         "density_rf": (("main_mu", "snapshot", "zi"), dens_rf),
         "snapshot_tau": (("main_mu", "snapshot"), np.array([rf_res[mu]["snapshot_tau"].values for mu in main])),
-        "net_kl": (("main_mu", "optimizer", "epoch"), per_net("kl")),
-        "net_kl_error": (("main_mu", "optimizer", "epoch"), per_net("kl_error")),
-        "net_density": (("main_mu", "optimizer", "snapshot", "zi"), net_dens),
-        "net_snapshot_epoch": (("main_mu", "optimizer", "snapshot"), per_net("snapshot_epoch")),
-        "net_mode_position": (("main_mu", "optimizer", "snapshot", "mode"), per_net("mode_position")),
-        "net_n_modes": (("main_mu", "optimizer", "snapshot"), per_net("n_modes")),
-        "net_mass_left": (("main_mu", "optimizer", "snapshot"), per_net("mass_left")),
     }
-    ck = net_res[0]["epoch"].values
+    net_data, ck, seeds, notes, net_verdict = _net_data(p, main, net_res, zmax)
+    data.update(net_data)
     ds = xr.Dataset(data, coords={"mu": mus, "tau": rf_res[mus[0]]["tau"].values, "mode": np.arange(MAX_MODES),
-                                  "main_mu": main, "snapshot": SNAPSHOTS, "optimizer": opts, "epoch": ck})
-    nets = [(ck, None, {o: dict(kl=net(a, b)["kl"].values, kl_error=net(a, b)["kl_error"].values,
-                                mass_left=net(a, b)["mass_left"].values, n_modes=net(a, b)["n_modes"].values,
-                                note=str(net(a, b)["note"].values)) for b, o in enumerate(opts)})
-            for a in range(len(main))]
+                                  "main_mu": main, "snapshot": SNAPSHOTS, "optimizer": opts, "net_seed": seeds,
+                                  "epoch": ck})
     attrs = {"figure": NAME, "seconds_rf": float(sum(float(r["seconds"]) for r in rf_res.values())),
              "seconds_net": float(sum(float(r["seconds"]) for r in net_res)),
              "model": c.outputs_as_attrs(rf_res[mus[0]], "model_"),
@@ -356,13 +419,23 @@ def reduce(p: dict, results: list):
                           "late = last tau",
              "kinks_note": "ReLU kinks sit at -b_j(t)/W_j, Cauchy-distributed around 0: few features "
                            "have kinks near +-15; defaults (w_scale = u_scale = 1) kept",
-             "net_notes": {f"mu{mu:g}_{o}": nets[a][2][o]["note"] for a, mu in enumerate(main) for o in opts}}
+             "net_epochs": int(p["net"]["epochs"]), "net_lrs": [float(v) for v in p["net"]["optimizers"].values()], "net_paper_epochs": PAPER_EPOCHS,
+             "net_notes": notes}
     if 3.0 in rf and 15.0 in rf:
         attrs["rf_verdict"] = _verdict(rf[3.0], rf[15.0], p)
-    if main == [3.0, 15.0]:
-        attrs["net_verdict"] = _net_verdict(ck, nets, p)
+    if net_verdict is not None:
+        attrs["net_verdict"] = net_verdict
     ds.attrs.update(c.netcdf_attrs(attrs))
     return ds
+
+
+def _mean_spread(x) -> tuple:
+    """``(mean, min, max, count)`` of the finite values of ``x`` (NaNs where none)."""
+    x = np.asarray(x, dtype=float)
+    x = x[np.isfinite(x)]
+    if not x.size:
+        return (np.nan, np.nan, np.nan, 0)
+    return (float(x.mean()), float(x.min()), float(x.max()), int(x.size))
 
 
 def summary(ds) -> dict:
@@ -376,17 +449,38 @@ def summary(ds) -> dict:
               "late_lighter_mass_mu15", "paper_observation_holds"):
         if f"rf_verdict_{k}" in a:
             out[f"RF: {k}"] = a[f"rf_verdict_{k}"]
+    out["Swish: epochs (paper)"] = (int(a["net_epochs"]), int(a["net_paper_epochs"]))
+    for mu in ds.main_mu.values:
+        for opt in ds.optimizer.values:
+            d = ds.sel(main_mu=mu, optimizer=opt)
+            ep = np.where(d.net_diverged.values == 1, np.nan, d.net_best_epoch.values)
+            out[f"Swish {opt}, mu={mu:g}: best epoch per seed (mean, min, max, seeds trained)"] = _mean_spread(ep)
+            out[f"Swish {opt}, mu={mu:g}: best KL per seed (mean, min, max, seeds trained)"] = \
+                _mean_spread(d.net_best_kl.values)
+            out[f"Swish {opt}, mu={mu:g}: final KL per seed (mean, min, max, seeds trained)"] = \
+                _mean_spread(d.net_kl.values[:, -1])
     for k, v in a.items():
         if k.startswith("net_verdict_") and ("holds" in k or "best_epoch" in k or "collapse" in k or "note" in k):
             out[f"Swish: {k[len('net_verdict_'):]}"] = v
     return out
 
 
+def _epochs_label(ds) -> str:
+    a = ds.attrs
+    return f"{int(a['net_epochs'])} epochs (paper: {int(a['net_paper_epochs'])})"
+
+
+def _epoch_range(e) -> str:
+    e = np.asarray(e)[np.asarray(e) >= 0]
+    return f"{e.min()}" if e.min() == e.max() else f"{e.min()}-{e.max()}"
+
+
 def plot(ds, stem):
     from .. import plotting as P
 
+    n_seeds = ds.net_seed.size
     with P.style():
-        fig, axes = P.subplots(3, 2, height=6.0)
+        fig, axes = P.subplots(4, 2, height=8.0)
         colors = {"early": P.COLORS[2], "best": P.COLORS[0], "late": P.COLORS[1]}
         for a, mu in enumerate(ds.main_mu.values):
             z = ds.z.values[a]
@@ -401,17 +495,40 @@ def plot(ds, stem):
             ax.set_title(f"({'ab'[a]}) RF flow, $\\mu$={mu:g}", loc="left", fontsize=8)
             ax.set(xlabel="x", ylabel="density" if a == 0 else None, xlim=(z[ok][0], z[ok][-1]))
             ax.legend(loc="upper center", fontsize=5.5)
-            # (c, d): Swish net, first optimizer
+            # (c, d): Swish net, first optimizer: each seed's snapshot densities, mean and min-max
             ax = axes[1, a]
             ax.plot(z[ok], ds.p0.values[a][ok], color="0.6", lw=2.2, label="$p_0$")
-            if np.any(np.isfinite(ds.net_kl.values[a, 0])):
+            trained = ds.net_diverged.values[a, 0] == 0
+            if np.any(trained):
                 for s, snap in enumerate(ds.snapshot.values):
-                    ax.plot(z[ok], ds.net_density.values[a, 0, s][ok], color=colors[snap],
-                            label=f"{snap}: epoch {ds.net_snapshot_epoch.values[a, 0, s]}")
-            ax.set_title(f"({'cd'[a]}) Swish ({ds.optimizer.values[0]}), $\\mu$={mu:g}", loc="left",
-                         fontsize=8)
+                    dens = ds.net_density.values[a, 0, trained, s][:, ok]
+                    ep = ds.net_snapshot_epoch.values[a, 0, trained, s]
+                    P.band(ax, z[ok], dens.mean(axis=0), dens.min(axis=0), dens.max(axis=0), color=colors[snap],
+                           label=f"{snap}: epoch {_epoch_range(ep)}")
+            ax.set_title(f"({'cd'[a]}) Swish ({ds.optimizer.values[0]}), $\\mu$={mu:g}\n{_epochs_label(ds)}",
+                         loc="left", fontsize=7)
             ax.set(xlabel="x", ylabel="density" if a == 0 else None, xlim=(z[ok][0], z[ok][-1]))
             ax.legend(loc="upper center", fontsize=5.5)
+            # (g, h): Swish nets' KL along training, every optimizer, mean and min-max over seeds
+            ax = axes[3, a]
+            ep = ds.epoch.values
+            for b, opt in enumerate(ds.optimizer.values):
+                kl = ds.net_kl.values[a, b]
+                tr = ds.net_diverged.values[a, b] == 0
+                lr = float(np.atleast_1d(ds.attrs["net_lrs"])[b])
+                label = f"{opt.upper() if opt == 'sgd' else 'Adam'} {lr:g}"
+                if not np.any(tr):
+                    ax.plot([], [], color=P.COLORS[3 + b], label=f"{label}: diverged {n_seeds}/{n_seeds}")
+                    continue
+                if not np.all(tr):
+                    label += f" ({int((~tr).sum())}/{n_seeds} diverged)"
+                k = kl[tr]
+                P.band(ax, ep, P.positive(k.mean(axis=0)), P.positive(k.min(axis=0)), P.positive(k.max(axis=0)),
+                       label=label, marker="o", markersize=2, color=P.COLORS[3 + b])
+            ax.set(yscale="log", xlabel="epoch", ylabel="KL over seeds:\nmean, min-max" if a == 0 else None)
+            ax.set_title(f"({'gh'[a]}) Swish KL, $\\mu$={mu:g}, {n_seeds} seed{'s' * (n_seeds > 1)}\n"
+                         f"{_epochs_label(ds)}", loc="left", fontsize=7)
+            ax.legend(loc="upper right", fontsize=5)
         # (e): KL vs tau for the sweep
         ax = axes[2, 0]
         cmap = __import__("matplotlib").colormaps["viridis"]

@@ -179,3 +179,98 @@ def test_memorization_time_fits_and_fractions(mt):
 def test_memorization_time_refuses_m_not_above_n():
     with pytest.raises(ValueError, match="must exceed every n"):
         memorization_time.tasks(dict(memorization_time.PRESETS["tiny"], m=64))
+
+
+# --------------------------------------------------------------------------- the Swish nets' seeds
+
+def test_kl_dynamics_nets_have_the_seed_dimension(kd):
+    p = kl_dynamics.PRESETS["tiny"]
+    assert list(kd.net_seed.values) == list(p["net"]["seeds"])
+    assert kd.net_kl.dims == ("optimizer", "net_seed", "epoch")
+    assert kd.attrs["net_epochs"] == p["net"]["epochs"] and kd.attrs["net_paper_epochs"] == 2000
+    for i, opt in enumerate(kd.optimizer.values):
+        per_seed = np.atleast_1d(kd.attrs[f"net_best_epoch_{opt}_per_seed"])
+        np.testing.assert_array_equal(per_seed, kd.epoch.values[np.argmin(kd.net_kl.values[i], axis=-1)])
+
+
+def test_modes_shift_nets_have_the_seed_dimension(ms):
+    """Every net variable runs over (main_mu, optimizer, net_seed); the stored KL of seed 0
+    is that of a fresh net_point with the task's parameters (same seed -> same numbers)."""
+    p = modes_shift.PRESETS["tiny"]
+    assert list(ms.net_seed.values) == list(p["net"]["seeds"])
+    for k in ("net_kl", "net_kl_error", "net_density", "net_snapshot_epoch", "net_mode_position", "net_n_modes",
+              "net_mass_left", "net_diverged", "net_best_kl", "net_best_epoch"):
+        assert ms[k].dims[:3] == ("main_mu", "optimizer", "net_seed"), k
+    assert ms.attrs["net_epochs"] == p["net"]["epochs"]
+    assert modes_shift._epochs_label(ms) == f"{p['net']['epochs']} epochs (paper: 2000)"
+    task = [t for t in modes_shift.tasks(p) if t.function is modes_shift.net_point][0]
+    with threads(1):
+        fresh = task.function(**task.params)
+    a = list(ms.main_mu.values).index(task.params["mu"])
+    b = list(ms.optimizer.values).index(task.params["optimizer"])
+    s = list(ms.net_seed.values).index(task.params["seed"])
+    np.testing.assert_array_equal(ms.net_kl.values[a, b, s], fresh["kl"])
+    assert ms.net_diverged.values[a, b, s] == 0
+    assert ms.net_best_kl.values[a, b, s] == np.min(fresh["kl"])
+    assert ms.net_best_epoch.values[a, b, s] == ms.epoch.values[np.argmin(fresh["kl"])]
+
+
+def _fake_net(mu, opt, seed, ck, diverged=False):
+    """A net_point-shaped result: mu = 15 has its KL minimum at the second checkpoint and
+    ends on one mode (lighter side 0.05), mu = 3 keeps improving; values tagged by the point."""
+    tag = 100 * (mu == 15.0) + 10 * (opt == "sgd") + seed
+    kl = (1.0 + (ck - ck[1]) ** 2 if mu == 15.0 else 5.0 - ck / ck[-1]) + 1e-3 * tag
+    out = {"kl": kl, "kl_error": np.full(ck.size, 1e-3), "density": np.full((3, 7), float(tag)),
+           "mode_position": np.full((3, modes_shift.MAX_MODES), np.nan), "n_modes": np.array([2, 2, 1]),
+           "mass_left": np.array([0.5, 0.5, 0.05]), "snapshot_epoch": ck[[0, 1, -1]], "note": "ok",
+           "seconds": 0.0, "coords": {"epoch": ck, "snapshot": modes_shift.SNAPSHOTS,
+                                      "mode": np.arange(modes_shift.MAX_MODES)},
+           "dims": {"kl": ["epoch"], "kl_error": ["epoch"], "density": ["snapshot", "zi"],
+                    "mode_position": ["snapshot", "mode"], "n_modes": ["snapshot"], "mass_left": ["snapshot"],
+                    "snapshot_epoch": ["snapshot"]}}
+    if diverged:
+        out.update(kl=np.full(ck.size, np.nan), kl_error=np.full(ck.size, np.nan),
+                   density=np.full((3, 7), np.nan), n_modes=np.array([-1, -1, -1]), note="FloatingPointError: x")
+    return rf.run.as_dataset(out)
+
+
+def test_modes_shift_net_results_stack_by_mu_optimizer_seed():
+    """The reduction puts result i of tasks' order (mu, optimizer, seed) at its index, marks
+    a diverged seed as diverged, leaves it out of the verdict, and names it in the note."""
+    ck = np.array([0, 10, 20, 30])
+    p = dict(modes_shift.PRESETS["quick"], net=dict(modes_shift.PRESETS["quick"]["net"], seeds=[0, 1]))
+    main, opts, seeds = [3.0, 15.0], ["adam", "sgd"], [0, 1]
+    res = [_fake_net(mu, o, s, ck, diverged=(mu, o, s) == (15.0, "sgd", 1)) for mu in main for o in opts
+           for s in seeds]
+    data, epochs, got_seeds, notes, verdict = modes_shift._net_data(p, main, res, zmax=9)
+    np.testing.assert_array_equal(epochs, ck)
+    assert got_seeds == seeds
+    kl, dens = data["net_kl"][1], data["net_density"][1]
+    assert kl.shape == (2, 2, 2, 4) and dens.shape == (2, 2, 2, 3, 9)
+    for a, mu in enumerate(main):
+        for b, o in enumerate(opts):
+            for s in seeds:
+                tag = 100 * (mu == 15.0) + 10 * (o == "sgd") + s
+                if (mu, o, s) == (15.0, "sgd", 1):
+                    assert data["net_diverged"][1][a, b, s] == 1 and np.all(np.isnan(kl[a, b, s]))
+                    assert data["net_best_epoch"][1][a, b, s] == -1 and np.isnan(data["net_best_kl"][1][a, b, s])
+                    continue
+                assert data["net_diverged"][1][a, b, s] == 0
+                assert np.all(dens[a, b, s, :, :7] == tag) and np.all(np.isnan(dens[a, b, s, :, 7:]))
+                assert data["net_best_epoch"][1][a, b, s] == (10 if mu == 15.0 else 30)
+    assert notes["mu15_sgd_seed1"].startswith("FloatingPointError") and notes["mu3_sgd_seed1"] == "ok"
+    for o in opts:
+        assert verdict[f"{o}_best_epoch_mu3"] == 30 and verdict[f"{o}_best_epoch_mu15"] == 10
+        assert verdict[f"{o}_best_earlier"] and verdict[f"{o}_degrades_mu15"] and verdict[f"{o}_collapse_mu15"]
+        assert verdict[f"{o}_paper_observation_holds"]
+        assert verdict[f"{o}_late_lighter_mass_mu15"] == [0.05] * (1 if o == "sgd" else 2)
+    assert verdict["sgd_n_seeds_trained_mu15"] == 1 and verdict["adam_n_seeds_trained_mu15"] == 2
+    assert verdict["sgd_best_epoch_mu15_per_seed"] == [10, -1]
+    assert "mu=15 seed 1: FloatingPointError" in verdict["sgd_note"] and "adam_note" not in verdict
+    # every seed diverged: no verdict, only the note
+    res = [_fake_net(mu, o, s, ck, diverged=o == "sgd" and mu == 15.0) for mu in main for o in opts for s in seeds]
+    verdict = modes_shift._net_data(p, main, res, zmax=9)[4]
+    assert "sgd_paper_observation_holds" not in verdict and verdict["sgd_n_seeds_trained_mu15"] == 0
+    assert "adam_paper_observation_holds" in verdict
+    with pytest.raises(ValueError, match="one per"):
+        modes_shift._net_data(p, main, res[:-1], zmax=9)

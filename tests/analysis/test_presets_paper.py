@@ -59,24 +59,18 @@ def test_swish_nets_full_is_the_paper_protocol(name, mus):
     assert mus <= got
 
 
-_PENDING = "issue 20 part 2: preset value the coordinator applies after the kl-dynamics/modes-shift port"
-
-
 @pytest.mark.parametrize("name, check", [
     ("kl_dynamics", "three_seeds"),
-    pytest.param("modes_shift", "three_seeds", marks=pytest.mark.xfail(
-        strict=True, reason=_PENDING + ": net seeds [0, 1, 2] (now one seed, seed=0)")),
+    ("modes_shift", "three_seeds"),
     # the paper's SGD KL is smallest near epoch 800: checkpoints every <= 50 epochs resolve it
-    pytest.param("kl_dynamics", "kl_every_50_epochs", marks=pytest.mark.xfail(
-        strict=True, reason=_PENDING + ": n_checkpoints=40 (now 20: every 100 epochs)")),
-    pytest.param("modes_shift", "kl_every_50_epochs", marks=pytest.mark.xfail(
-        strict=True, reason=_PENDING + ": n_checkpoints=40 (now 20: every 100 epochs)")),
+    ("kl_dynamics", "kl_every_50_epochs"),
+    ("modes_shift", "kl_every_50_epochs"),
     ("kl_dynamics", "quick_fewer_epochs"),
     ("modes_shift", "quick_fewer_epochs"),
 ])
-def test_swish_nets_full_pending_values(name, check):
-    """The rest of the paper's protocol, one case per value (xfail(strict) where not yet applied:
-    an XPASS then says the value is in and the marker must go)."""
+def test_swish_nets_full_protocol_values(name, check):
+    """The rest of the paper's protocol, one case per value: 3 seeds, exact KL every <= 50
+    epochs at full; quick trains fewer epochs."""
     pre = _presets(name)
     full, net = pre["full"], _net(pre["full"])
     if check == "three_seeds":
@@ -86,6 +80,24 @@ def test_swish_nets_full_pending_values(name, check):
     else:
         q = _net(pre["quick"])
         assert 0 < int(q["epochs"]) <= int(net["epochs"])
+
+
+@pytest.mark.parametrize("name", ["kl_dynamics", "modes_shift"])
+@pytest.mark.parametrize("preset", ["tiny", "quick", "full"])
+def test_swish_nets_one_point_per_optimizer_and_seed(name, preset):
+    """The nets' tasks: one per (main mu, optimizer, net seed), every seed of the preset, the
+    same training otherwise; 3 seeds at quick and full, 1 at tiny (seconds)."""
+    mod = importlib.import_module(f"analysis.experiments.{name}")
+    p = mod.PRESETS[preset]
+    seeds = list(p["net"]["seeds"])
+    assert len(set(seeds)) == (1 if preset == "tiny" else 3)
+    nets = [t.params for t in mod.tasks(p) if t.function.__name__ == "net_point"]
+    mus = p.get("main_mus", [p.get("mu")])
+    keys = {(float(q["mu"]), q["optimizer"], q["seed"]) for q in nets}
+    assert len(nets) == len(keys) == len(mus) * len(_lrs(p["net"])) * len(seeds)
+    assert keys == {(float(m), o, s) for m in mus for o in _lrs(p["net"]) for s in seeds}
+    assert {int(q["epochs"]) for q in nets} == {int(p["net"]["epochs"])}
+    assert {int(q["n_checkpoints"]) for q in nets} == {int(p["net"]["n_checkpoints"])}
 
 
 def test_real_digits_full_is_the_stated_protocol():
