@@ -166,7 +166,7 @@ parameters, seeds, versions and git revision in its 'provenance' attribute).
 _FIGURES_EPILOG = """\
 examples:
   rfdiff figures --tiny --out figures/              # all figures, seconds each
-  rfdiff figures --quick                            # the README's size (about an hour for all on 2 cores)
+  rfdiff figures --quick                            # the README's size (about 40 min for all on 2 cores)
   rfdiff figures --quick --jobs 2                   # points of all figures in 2 processes
   rfdiff figures --full --out paper/
   rfdiff figures --quick --out docs/figures --snippet docs/figures/README_snippet.md
