@@ -71,11 +71,9 @@ _GL16 = np.polynomial.legendre.leggauss(16)
 
 
 def _torch():
-    try:
-        import torch
-    except ImportError as e:  # pragma: no cover
-        raise ImportError("large-lr needs PyTorch: pip install 'rfdiff[torch]'") from e
-    return torch
+    """PyTorch, imported when first needed (rfdiff.torch's import, with its install hint)."""
+    from rfdiff.torch import require_torch
+    return require_torch()
 
 
 def _check(lr, t, seed, train, width, n, d):

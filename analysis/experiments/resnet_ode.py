@@ -66,11 +66,9 @@ WIDTH = 16
 
 
 def _torch():
-    try:
-        import torch
-    except ImportError as e:  # pragma: no cover
-        raise ImportError("resnet-ode needs PyTorch: pip install 'rfdiff[torch]'") from e
-    return torch
+    """PyTorch, imported when first needed (rfdiff.torch's import, with its install hint)."""
+    from rfdiff.torch import require_torch
+    return require_torch()
 
 
 def _check(depth, init, seed, task, steps, lr0, n):

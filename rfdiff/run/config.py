@@ -319,6 +319,13 @@ def _coerce(value, tp):
     raise TypeError(_type_name(tp))
 
 
+def _refuse_unknown(err, kind: str, unknown: list, allowed) -> None:
+    """One error naming every unknown ``kind`` (key or section) and what is allowed."""
+    if unknown:
+        raise err(f"unknown {kind}{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} "
+                  f"(allowed: {', '.join(allowed)})")
+
+
 def read_table(cls, table: dict, err, section: str):
     """A frozen dataclass ``cls`` from one TOML table: unknown keys and wrong types refused.
 
@@ -327,11 +334,7 @@ def read_table(cls, table: dict, err, section: str):
     """
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    unknown = [k for k in table if k not in fields]
-    if unknown:
-        names = ", ".join(f"[{section}].{k}" for k in unknown)
-        raise err(f"unknown key{'s' if len(unknown) > 1 else ''} {names} "
-                  f"(allowed: {', '.join(fields)})")
+    _refuse_unknown(err, "key", [f"[{section}].{k}" for k in table if k not in fields], fields)
     values = {}
     for name, f in fields.items():
         if name in table:
@@ -398,11 +401,8 @@ def read_config(path, sections: dict, *, required=()) -> tuple[dict, str]:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise err(f"invalid TOML: {_first_line(exc)}") from None
-    unknown = [s for s in raw if s not in sections]
-    if unknown:
-        names = ", ".join(f"[{s}]" for s in unknown)
-        raise err(f"unknown section{'s' if len(unknown) > 1 else ''} {names} "
-                  f"(allowed: {', '.join(f'[{s}]' for s in sections)})")
+    _refuse_unknown(err, "section", [f"[{s}]" for s in raw if s not in sections],
+                    [f"[{s}]" for s in sections])
     out = {}
     for section, value in raw.items():
         if not isinstance(value, dict):

@@ -27,7 +27,7 @@ from .train import (DenoisingSampler, NetScore, TrainHistory, as_rfdiff_score,  
                     denoising_loss, excess_risk, train)
 
 __all__ = [
-    "INSTALL_HINT", "RFNet", "RFHistory", "gradient_descent", "minibatch_training",
+    "INSTALL_HINT", "require_torch", "RFNet", "RFHistory", "gradient_descent", "minibatch_training",
     "gd_flow_gap_bound", "ScoreNet", "MLPScore", "ResidualScore", "UNet", "train",
     "TrainHistory", "NetScore", "DenoisingSampler", "as_rfdiff_score", "denoising_loss", "excess_risk",
 ]
