@@ -268,12 +268,16 @@ def _sde_options(quadrature, order, n_grid, n_cells, n_steps, max_levels):
 
 
 def sde_density(score, x, process=None, t_min: float = 1e-3, T: float = 8.0, *, tol: float = 1e-6,
-                n_cells: int = 256, n_steps: int = 64, max_levels: int = 7, lo=None, hi=None) -> np.ndarray:
+                atol: float = 0.0, n_cells: int = 256, n_steps: int = 64, max_levels: int = 7, lo=None, hi=None,
+                return_error: bool = False):
     """The reverse-SDE density at points x (1D).
 
     ``log q`` at x from grids ``(n_cells 2^l, n_steps 2^l)`` is extrapolated
-    (Richardson, as for the KL) until the change is below ``tol`` (absolute, in
-    ``log q``, where q exceeds 1e-8 of its maximum); raises ConvergenceError otherwise.
+    (Richardson, as for the KL) until, at every x where q exceeds 1e-8 of its
+    maximum, the change ``e`` in ``log q`` is below ``tol`` or the density's
+    change ``q (e^e - 1)`` is below ``atol`` (an absolute floor, as in ODE error
+    control; 0: relative only); raises ConvergenceError otherwise.
+    ``return_error``: also return that per-point estimate ``q (e^e - 1)``.
     """
     batch = make_batch(score)
     if batch.dim != 1:
@@ -281,6 +285,8 @@ def sde_density(score, x, process=None, t_min: float = 1e-3, T: float = 8.0, *, 
     process = as_process(process)
     t_min, T = v.window(t_min, T)
     x = v.points("x", x, 1)[:, 0]
+    tol = v.positive("tol", tol)
+    atol = v.real("atol", atol, lo=0.0)
     sd = math.sqrt(float(process.prior_var))
     a = min(-9.0 * sd, float(x.min())) if lo is None else float(lo)
     b = max(9.0 * sd, float(x.max())) if hi is None else float(hi)
@@ -293,8 +299,12 @@ def sde_density(score, x, process=None, t_min: float = 1e-3, T: float = 8.0, *, 
         if level < 2:
             continue
         best, err = _richardson(levels)
+        q_best = np.exp(best)
+        dq = q_best * np.expm1(err)
         relevant = best > best.max() + math.log(1e-8)
-        if np.all(err[relevant] <= tol):
-            return np.exp(best)
-    raise ConvergenceError(f"sde_density: log q did not converge to tol={tol:g} within max_levels={max_levels} "
-                           f"(change {np.max(err[relevant]):.2g})")
+        if np.all((err <= tol) | (dq <= atol) | ~relevant):
+            return (q_best, dq) if return_error else q_best
+    open_ = relevant & (err > tol) & (dq > atol)
+    raise ConvergenceError(f"sde_density: log q did not converge to tol={tol:g} (atol={atol:g} in q) within "
+                           f"max_levels={max_levels} (change {np.max(err[open_]):.2g} in log q, "
+                           f"{np.max(dq[open_]):.2g} in q)")

@@ -158,6 +158,27 @@ def test_sde_density_integrates_to_one():
     assert np.trapezoid(p, x) == pytest.approx(1.0, abs=1e-5)
 
 
+def test_sde_density_error_estimate_and_absolute_floor():
+    """The exact score of N(mu, 1) run by the reverse SDE from N(0, 1) over [t_min, T]
+    generates N(mu (e^{-t_min} - e^{t_min - 2T}), 1) (tests/test_metrics_tv.py)."""
+    from scipy.stats import norm
+    mu, t_min, T = 1.5, 1e-3, 4.0
+    s = rf.GaussianMixture([1.0], [[mu]], [1.0]).score_fn(OU)
+    exact = norm.pdf(np.linspace(-8, 8, 161) - mu * (np.exp(-t_min) - np.exp(t_min - 2 * T)))
+    x = np.linspace(-8, 8, 161)
+    q, dq = sde_density(s, x, OU, t_min, T, tol=1e-5, return_error=True)
+    assert np.all(np.abs(q - exact) <= 10 * dq + 1e-12)       # the estimate tracks the true error
+    assert np.max(np.abs(q - exact)) < 1e-5
+    # relative alone fails where q is tiny (1e-8 of its max) within 3 levels; an absolute floor converges
+    with pytest.raises(ConvergenceError, match="atol=0"):
+        sde_density(s, x, OU, t_min, T, tol=1e-9, max_levels=3)
+    q2, dq2 = sde_density(s, x, OU, t_min, T, tol=1e-9, atol=5e-4, max_levels=3, return_error=True)
+    assert np.all((dq2 <= 5e-4) | (dq2 <= q2 * np.expm1(1e-9)))
+    assert np.max(np.abs(q2 - exact)) < 1e-3
+    with pytest.raises(ValueError, match="atol"):
+        sde_density(s, x, OU, t_min, T, atol=-1.0)
+
+
 def test_not_converged_is_reported():
     target = rf.two_modes(2.0)
     s = mixture_score([0.5, 0.5], [-2.0, 2.0], [1.0, 1.0])
