@@ -413,18 +413,21 @@ def memorization(params, x, t, n_samples=1000, seed=0) -> float:
 @point_function
 def point(*, lr: float, t: float, seed: int, train: str = "all", width: int = 1000, n: int = 20, d: int = 1,
           horizon: float = 2500.0, batch: int = 50, n_samples: int = 1000, optimizer: str = "sgd",
-          progress: bool = False) -> dict:
+          mc_draws: int = 20000, progress: bool = False) -> dict:
     """One training run at learning rate ``lr`` for ``round(horizon/lr)`` steps (module docstring).
 
     ``optimizer="sgd"`` (the experiment): SGD on fresh noise draws. ``"gd"`` (outer layer, d = 1
     only; the check of the closed form): explicit full-batch gradient descent on the exact
     (quadrature) risk, :func:`outer_gradient_descent`, whose end point is :func:`outer_closed_form`'s.
+    ``mc_draws``: the fixed draws of ``p_t`` of the Monte-Carlo risk (d > 1: excess risk and sharpness).
     """
     _check(lr, t, seed, train, width, n, d)
     if not (isinstance(horizon, (int, float)) and math.isfinite(horizon) and horizon > 0):
         raise ValueError(f"horizon must be a finite number > 0, got {horizon!r}")
     if not isinstance(batch, (int, np.integer)) or isinstance(batch, bool) or batch < 1:
         raise ValueError(f"batch must be an integer >= 1, got {batch!r}")
+    if not isinstance(mc_draws, (int, np.integer)) or isinstance(mc_draws, bool) or mc_draws < 100:
+        raise ValueError(f"mc_draws must be an integer >= 100, got {mc_draws!r}")
     if optimizer not in ("sgd", "gd"):
         raise ValueError(f"optimizer must be 'sgd' or 'gd', got {optimizer!r}")
     if optimizer == "gd" and (train != "outer" or d != 1):
@@ -446,7 +449,7 @@ def point(*, lr: float, t: float, seed: int, train: str = "all", width: int = 10
         out.update(excess_risk=nan, excess_risk_error=nan, sharpness=nan, memorization=nan, gd_stable=False,
                    excess_risk_gd=nan, excess_risk_gd_limit=nan)
         return out
-    er, err = excess_risk(pT, x, t, tol=1e-6, seed=seed)
+    er, err = excess_risk(pT, x, t, tol=1e-6, mc_draws=mc_draws, seed=seed)
     if train == "outer" and d == 1:
         # the random-feature reference: full-batch GD on a in closed form, same lr and steps, and its limit
         lmax = float(np.linalg.eigvalsh(2 * outer_gram(p0, x, t)[0] / width)[-1])
@@ -456,67 +459,104 @@ def point(*, lr: float, t: float, seed: int, train: str = "all", width: int = 10
         out["excess_risk_gd_limit"] = excess_risk(dict(p0, a=outer_limit(p0, x, t)[:, None]), x, t, tol=1e-6)[0]
     else:
         out.update(gd_stable=False, excess_risk_gd=nan, excess_risk_gd_limit=nan)
-    out.update(excess_risk=er, excess_risk_error=err, sharpness=sharpness(pT, x, t, train, seed=seed),
+    out.update(excess_risk=er, excess_risk_error=err,
+               sharpness=sharpness(pT, x, t, train, seed=seed, **({} if d == 1 else {"mc_draws": mc_draws})),
                memorization=memorization(pT, x, t, n_samples, seed))
     return out
 
 
-_BASE = dict(n=20, d=1, batch=50, lrs=[0.5, 0.1, 0.05, 0.01], ts=[0.2, 0.05], trains=["all", "outer"])
+# ds: the data dimensions; ts_high_d: the noise levels run at d > 1 (a subset of ts)
+_BASE = dict(n=20, ds=[1, 10], batch=50, lrs=[0.5, 0.1, 0.05, 0.01], ts=[0.2, 0.05], ts_high_d=[0.2, 0.05],
+             trains=["all", "outer"], mc_draws=20000)
 PRESETS = {
-    "tiny": dict(_BASE, width=20, horizon=1.0, lrs=[0.5, 0.1], ts=[0.2], seeds=[0, 1], n_samples=200),
-    # quick: width 100 and horizon 50 (lr*steps) instead of 1000 and 2500, to fit minutes on 2 shared cores
-    "quick": dict(_BASE, width=100, horizon=50.0, seeds=[0, 1, 2, 3, 4], n_samples=1000),
+    "tiny": dict(_BASE, width=20, horizon=1.0, lrs=[0.5, 0.1], ts=[0.2], ts_high_d=[0.2], seeds=[0, 1],
+                 n_samples=200, mc_draws=2000),
+    # quick: width 100 and horizon 50 (lr*steps) instead of 1000 and 2500, to fit minutes on 2 shared cores;
+    # d = 10 at t = 0.2 only, with 5000 Monte-Carlo draws (its Lanczos sharpness costs ~40 Hessian products)
+    "quick": dict(_BASE, width=100, horizon=50.0, seeds=[0, 1, 2, 3, 4], n_samples=1000, ts_high_d=[0.2],
+                  mc_draws=5000),
     "full": dict(_BASE, width=1000, horizon=2500.0, seeds=list(range(30)), n_samples=1000),
 }
 
 
+def _grid(p: dict):
+    """The (d, train, t, lr, seed) combinations that are run, in task order."""
+    bad = sorted(set(p["ts_high_d"]) - set(p["ts"]))
+    if bad:
+        raise ValueError(f"ts_high_d must be a subset of ts, got {bad} not in {p['ts']}")
+    return [(d, tr, t, lr, s) for d in p["ds"] for tr in p["trains"] for t in p["ts"]
+            if d == 1 or t in p["ts_high_d"] for lr in p["lrs"] for s in p["seeds"]]
+
+
 def tasks(p: dict) -> list:
-    return [Task(point, dict(lr=lr, t=t, seed=s, train=tr, width=p["width"], n=p["n"], d=p["d"],
-                             horizon=p["horizon"], batch=p["batch"], n_samples=p["n_samples"]))
-            for tr in p["trains"] for t in p["ts"] for lr in p["lrs"] for s in p["seeds"]]
+    return [Task(point, dict(lr=lr, t=t, seed=s, train=tr, width=p["width"], n=p["n"], d=d,
+                             horizon=p["horizon"], batch=p["batch"], n_samples=p["n_samples"],
+                             mc_draws=p["mc_draws"]))
+            for d, tr, t, lr, s in _grid(p)]
 
 
 _VARS = ("excess_risk", "excess_risk_error", "excess_risk_gd", "excess_risk_gd_limit", "gd_stable", "sharpness",
          "threshold", "memorization", "memorization_optimal",
          "steps", "diverged", "final_loss")
+_DIMS = ("d", "train", "t", "lr", "seed")
 
 
 def reduce(p: dict, results: list):
+    """The runs on a (d, train, t, lr, seed) grid; NaN where a combination is not run
+    (d > 1 at a t outside ``ts_high_d``)."""
     import xarray as xr
 
-    dims = ("train", "t", "lr", "seed")
-    shape = tuple(len(p[k]) for k in ("trains", "ts", "lrs", "seeds"))
-    data = {v: np.full(shape, np.nan) for v in _VARS}
-    it = iter(results)
-    for a in range(shape[0]):
-        for b in range(shape[1]):
-            for c in range(shape[2]):
-                for e in range(shape[3]):
-                    r = next(it)
-                    for v in _VARS:
-                        data[v][a, b, c, e] = float(r[v].values)
-    ds = xr.Dataset({v: (dims, data[v]) for v in _VARS},
-                    coords={"train": list(p["trains"]), "t": list(p["ts"]), "lr": list(p["lrs"]),
-                            "seed": list(p["seeds"])})
+    coords = {"d": list(p["ds"]), "train": list(p["trains"]), "t": list(p["ts"]), "lr": list(p["lrs"]),
+              "seed": list(p["seeds"])}
+    index = [{c: i for i, c in enumerate(coords[k])} for k in _DIMS]
+    data = {v: np.full(tuple(len(coords[k]) for k in _DIMS), np.nan) for v in _VARS}
+    for combo, r in zip(_grid(p), results, strict=True):
+        at = tuple(ix[c] for ix, c in zip(index, combo))
+        for v in _VARS:
+            data[v][at] = float(r[v].values)
+    ds = xr.Dataset({v: (_DIMS, data[v]) for v in _VARS}, coords=coords)
     proc = rf.OU()
     ds["sigma_t"] = ("t", np.array([float(proc.sigma(t)) for t in p["ts"]]))
-    ds.attrs.update({"figure": NAME, "width": p["width"], "n": p["n"], "d": p["d"], "horizon_lr_times_steps":
-                     p["horizon"], "batch": p["batch"],
+    ds.attrs.update({"width": p["width"], "n": p["n"], "horizon_lr_times_steps":
+                     p["horizon"], "batch": p["batch"], "mc_draws": p["mc_draws"],
                      "lr_normalisation": "step = lr*m*grad; stability threshold 2/(m*lr)",
-                     "excess_risk_method": "composite Gauss-Legendre, kinks as breakpoints (d=1); MC (d>1)",
+                     "excess_risk_method": "composite Gauss-Legendre, kinks as breakpoints (d=1); "
+                                           "Monte Carlo over mc_draws fixed draws of p_t (d>1)",
+                     "sharpness_method": "dense closed-form Hessian with kink terms (d=1); Lanczos on autograd "
+                                         "Hessian-vector products of the Monte-Carlo risk (d>1)",
                      "memorization_method": "one-step Tweedie denoiser of Y~p_t, ratio<1/3"})
     return ds
 
 
+def _seed_quantiles(y, qs=(0.5, 0.1, 0.9)):
+    """Quantiles over seeds (last axis) per row; NaN for a row with no finite value (every seed diverged)."""
+    out = np.full((len(qs), y.shape[0]), np.nan)
+    for i, row in enumerate(y):
+        row = row[np.isfinite(row)]
+        if row.size:
+            out[:, i] = np.quantile(row, qs)
+    return out
+
+
+def _medians(y) -> list:
+    return [None if np.isnan(v) else float(v) for v in _seed_quantiles(y, (0.5,))[0]]
+
+
 def summary(ds) -> dict:
     out = {}
-    for tr in ds.train.values:
-        for t in ds.t.values:
-            e = ds.excess_risk.sel(train=tr, t=t)
-            out[f"{tr}, t={t:g}: excess risk mean over seeds per lr {list(ds.lr.values)}"] = [
-                float(v) for v in np.nanmean(e.values, axis=1)]
-            out[f"{tr}, t={t:g}: sharpness / threshold"] = [
-                float(v) for v in np.nanmean((ds.sharpness / ds.threshold).sel(train=tr, t=t).values, axis=1)]
+    for d in ds.d.values:
+        for tr in ds.train.values:
+            for t in ds.t.values:
+                e = ds.excess_risk.sel(d=d, train=tr, t=t)
+                if np.all(np.isnan(ds.steps.sel(d=d, train=tr, t=t).values)):
+                    continue                   # not run (d > 1 outside ts_high_d)
+                key = f"d={d}, {tr}, t={t:g}"
+                out[f"{key}: excess risk median over seeds per lr {[float(x) for x in ds.lr.values]}"] = _medians(
+                    e.values)
+                out[f"{key}: sharpness / threshold, median per lr"] = _medians(
+                    (ds.sharpness / ds.threshold).sel(d=d, train=tr, t=t).values)
+                out[f"{key}: diverged runs per lr"] = [
+                    int(v) for v in ds.diverged.sel(d=d, train=tr, t=t).sum("seed").values]
     out["diverged runs"] = int(np.nansum(ds.diverged.values))
     return out
 
@@ -525,45 +565,53 @@ def plot(ds, stem):
     from .. import plotting as P
 
     with P.style():
-        fig, axes = P.subplots(3, 1, height=8.0)
+        fig, axes = P.subplots(3, ds.d.size, width=P.COLUMN_WIDTH * ds.d.size, height=9.0)
         lr = ds.lr.values
-        for row, (var, lab) in enumerate((("excess_risk", r"excess risk $R_n(\theta)-R_n(s^*)$"),
-                                          ("sharpness", r"sharpness $\lambda_{max}$"),
-                                          ("memorization", "memorization fraction"))):
-            ax = axes[row, 0]
-            for tr, ls in zip(ds.train.values, ("-", "--")):
-                for t in ds.t.values:
-                    y = ds[var].sel(train=tr, t=t).values
-                    med = np.nanmedian(y, axis=1)
-                    lo, hi = np.nanquantile(y, 0.1, axis=1), np.nanquantile(y, 0.9, axis=1)
-                    P.band(ax, lr, med, lo, hi, marker="o", ls=ls, label=f"{tr}, t={t:g}")
-            if var == "excess_risk" and "outer" in ds.train.values:
-                for t, col in zip(ds.t.values, ("C4", "C5", "C6")):
-                    ref = ds.excess_risk_gd.sel(train="outer", t=t).values
-                    lim = ds.excess_risk_gd_limit.sel(train="outer", t=t).values
-                    ax.plot(lr, np.nanmedian(ref, axis=1), "x", color=col, ms=4,
-                            label=f"outer closed-form GD, same lr and steps, t={t:g}")
-                    ax.axhline(float(np.nanmedian(lim)), color=col, lw=0.6, ls="-.",
-                               label=f"outer closed-form GD limit (every stable lr), t={t:g}")
-            if var == "sharpness":
-                ax.plot(lr, 2 / (ds.attrs["width"] * lr), "k:", label=r"$2/(m\,\eta)$")
-            if var == "memorization":
-                for t in ds.t.values:
-                    ax.axhline(float(np.nanmean(ds.memorization_optimal.sel(t=t, train=ds.train.values[0]))),
-                               color="gray", lw=0.6, ls=":", label=f"$s^*$, t={t:g}")
-            ax.set(xscale="log", xlabel=r"learning rate $\eta$", ylabel=lab)
-            if var != "memorization":
-                ax.set_yscale("log")
-            if var == "excess_risk":
-                ax.legend(fontsize=4.5, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.22))
-            else:
-                ax.legend(fontsize=5)
-        axes[0, 0].set_title(f"m={ds.attrs['width']}, n={ds.attrs['n']}, "
-                             f"lr*steps={ds.attrs['horizon_lr_times_steps']:g}"
-                             f" (median, 10-90% over {ds.seed.size} seeds)", loc="left", fontsize=7)
+        for col, d in enumerate(ds.d.values):
+            dd = ds.sel(d=d)
+            run = [t for t in dd.t.values if np.any(np.isfinite(dd.steps.sel(t=t).values))]
+            for row, (var, lab) in enumerate((("excess_risk", r"excess risk $R_n(\theta)-R_n(s^*)$"),
+                                              ("sharpness", r"sharpness $\lambda_{max}$"),
+                                              ("memorization", "memorization fraction"))):
+                ax = axes[row, col]
+                for tr, ls in zip(dd.train.values, ("-", "--")):
+                    for t in run:
+                        med, lo, hi = _seed_quantiles(dd[var].sel(train=tr, t=t).values)
+                        if np.any(np.isfinite(med)):          # an lr whose every seed diverged: no point
+                            P.band(ax, lr, med, lo, hi, marker="o", ls=ls, label=f"{tr}, t={t:g}")
+                if var == "excess_risk" and "outer" in dd.train.values:
+                    for t, c in zip(run, ("C4", "C5", "C6")):
+                        ref = dd.excess_risk_gd.sel(train="outer", t=t).values
+                        lim = dd.excess_risk_gd_limit.sel(train="outer", t=t).values
+                        if not np.any(np.isfinite(lim)):
+                            continue               # the closed form is d = 1 only
+                        ax.plot(lr, np.nanmedian(ref, axis=1), "x", color=c, ms=4,
+                                label=f"outer closed-form GD, same lr and steps, t={t:g}")
+                        ax.axhline(float(np.nanmedian(lim)), color=c, lw=0.6, ls="-.",
+                                   label=f"outer closed-form GD limit (every stable lr), t={t:g}")
+                if var == "sharpness":
+                    ax.plot(lr, 2 / (ds.attrs["width"] * lr), "k:", label=r"$2/(m\,\eta)$")
+                if var == "memorization":
+                    for t in run:
+                        ax.axhline(float(np.nanmean(dd.memorization_optimal.sel(t=t, train=dd.train.values[0]))),
+                                   color="gray", lw=0.6, ls=":", label=f"$s^*$, t={t:g}")
+                ax.set(xscale="log", xlabel=r"learning rate $\eta$", ylabel=lab)
+                if var != "memorization":
+                    ax.set_yscale("log")
+                if var == "excess_risk":
+                    ax.legend(fontsize=4.5, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.22))
+                else:
+                    ax.legend(fontsize=5)
+            n_div = int(np.nansum(dd.diverged.values))
+            how = "quadrature" if d == 1 else f"Monte Carlo, {ds.attrs['mc_draws']} draws"
+            axes[0, col].set_title(f"d={d} ({how}); m={ds.attrs['width']}, n={ds.attrs['n']}, "
+                                   f"lr*steps={ds.attrs['horizon_lr_times_steps']:g}\n"
+                                   f"median, 10-90% over {ds.seed.size} seeds; diverged runs: {n_div}",
+                                   loc="left", fontsize=6)
         return P.save_figure(fig, ds, stem)
 
 
 EXPERIMENT = Experiment(name=NAME, title="Large learning rates prevent memorization (Wu et al. 2025)",
                         presets=PRESETS, tasks=tasks, reduce=reduce, plot=plot, summary=summary,
-                        regime="1D data n=20 from N(0,1), one noise level t, mean-field two-layer ReLU, SGD")
+                        regime="n=20 points from N(0, I_d), d = 1 and 10, one noise level t, mean-field two-layer "
+                               "ReLU, SGD")

@@ -81,16 +81,33 @@ def test_d10_variant_monte_carlo_and_lanczos():
 
 def test_tiny_experiment_data():
     ds = run_serial(L.EXPERIMENT, "tiny")
+    assert list(ds.d.values) == [1, 10] and list(ds.t.values) == [0.2]
     assert int(ds.diverged.sum()) == 0
     assert float(abs(ds.threshold - 2 / (ds.attrs["width"] * ds.lr)).max()) < 1e-12
     assert bool((ds.steps == np.round(ds.attrs["horizon_lr_times_steps"] / ds.lr)).all())
     assert np.all(ds.excess_risk > 0) and np.all(ds.sharpness > 0)
-    out = ds.sel(train="outer")
+    # d = 10: Monte-Carlo excess risk with a standard error; no closed-form reference (d = 1 only)
+    hi = ds.sel(d=10)
+    assert np.all(hi.excess_risk_error > 0) and np.all(hi.excess_risk_error < 0.1 * hi.excess_risk)
+    assert bool(hi.excess_risk_gd_limit.isnull().all())
+    # the same seed draws the same data and init for every lr: lr = 0.1 trains 10 steps, lr = 0.5 two,
+    # both from the same start; in d = 10 the untrained empirical optimum memorizes far more than in d = 1
+    assert float(hi.memorization_optimal.mean()) > float(ds.sel(d=1).memorization_optimal.mean())
+    out = ds.sel(d=1, train="outer")
     # the outer-only Hessian 2G/m^2 is fixed by the frozen features: the same at every lr
     assert float(abs(out.sharpness / out.sharpness.isel(lr=0) - 1).max()) < 1e-10
     # its limit is the least-squares optimum: below every finite-time iterate
     assert np.all(out.excess_risk_gd_limit <= out.excess_risk_gd + 1e-12)
     assert np.all(out.excess_risk_gd_limit <= out.excess_risk + 1e-12)
+
+
+def test_grid_skips_high_d_noise_levels_not_asked_for():
+    p = dict(L.PRESETS["tiny"], ts=[0.2, 0.05], ts_high_d=[0.05])
+    tasks = L.tasks(p)
+    assert {(k.params["d"], k.params["t"]) for k in tasks} == {(1, 0.2), (1, 0.05), (10, 0.05)}
+    assert len(tasks) == 3 * 2 * 2 * 2
+    with pytest.raises(ValueError, match="ts_high_d"):
+        L.tasks(dict(p, ts_high_d=[0.3]))
 
 
 def test_diverging_run_recorded():
@@ -102,7 +119,8 @@ def test_diverging_run_recorded():
                                       (dict(train="inner"), "train"), (dict(t=0.0), "t"),
                                       (dict(width=0), "width"), (dict(n=1), "n"), (dict(d=0), "d"),
                                       (dict(horizon=0.0), "horizon"), (dict(batch=0), "batch"),
-                                      (dict(optimizer="adam"), "optimizer"), (dict(optimizer="gd"), "optimizer")])
+                                      (dict(optimizer="adam"), "optimizer"), (dict(optimizer="gd"), "optimizer"),
+                                      (dict(mc_draws=10), "mc_draws")])
 def test_bad_input(kw, name):
     base = dict(lr=0.1, t=0.2, seed=0, train="all", width=10, n=20, d=1)
     base.update(kw)
