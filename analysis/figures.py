@@ -105,14 +105,16 @@ def _json(obj) -> str:
     return canonical_json(obj)
 
 
-def _engine(jobs: int = 1, cluster: str | None = None, scheduler: str | None = None) -> dict:
-    """Executor arguments of :func:`rfdiff.run.run_experiments`: ``jobs`` local processes
-    (1: in this process), or Dask (``cluster="local"`` with ``jobs`` workers, ``scheduler``)."""
+def _engine(jobs: int = 1, cluster: str | None = None, scheduler: str | None = None,
+            max_seconds: float | None = None) -> dict:
+    """Engine arguments of :func:`rfdiff.run.run_experiments`: ``jobs`` local processes
+    (1: in this process), or Dask (``cluster="local"`` with ``jobs`` workers, ``scheduler``);
+    ``max_seconds``: the wall-time budget of a run in parts."""
     if cluster is not None or scheduler is not None:
-        return {"cluster": cluster, "scheduler": scheduler, "workers": jobs}
+        return {"cluster": cluster, "scheduler": scheduler, "workers": jobs, "max_seconds": max_seconds}
     if jobs <= 1:
-        return {"serial": True}
-    return {"workers": jobs, "threads": _THREADS[0] or None}
+        return {"serial": True, "max_seconds": max_seconds}
+    return {"workers": jobs, "threads": _THREADS[0] or None, "max_seconds": max_seconds}
 
 
 def _finish(fig: Figure, preset: str, params: dict, ds, report, seconds: float):
@@ -126,7 +128,7 @@ def _finish(fig: Figure, preset: str, params: dict, ds, report, seconds: float):
 
 def compute(name: str, preset: str = "quick", *, cache=None, overrides: dict | None = None,
             use_cache: bool = True, jobs: int = 1, cluster: str | None = None,
-            scheduler: str | None = None, progress: bool = False):
+            scheduler: str | None = None, progress: bool = False, max_seconds: float | None = None):
     """``(dataset, seconds, cache_hit)`` of figure ``name`` at ``preset`` (through the runner)."""
     from rfdiff.run import run_experiment
 
@@ -136,7 +138,7 @@ def compute(name: str, preset: str = "quick", *, cache=None, overrides: dict | N
     with threads(_THREADS[0]):
         ds, report = run_experiment(fig.experiment, params, preset, cache=cache,
                                     use_cache=use_cache, progress=progress,
-                                    **_engine(jobs, cluster, scheduler))
+                                    **_engine(jobs, cluster, scheduler, max_seconds))
     secs = time.perf_counter() - t0
     hit = use_cache and report.cached == report.total
     return _finish(fig, preset, params, ds, report, secs), secs, hit
@@ -164,24 +166,28 @@ def _draw(fig: Figure, preset: str, ds, out, stem, secs, hit, t0) -> FigureRun:
 
 def make(name: str, preset: str = "quick", out="figures", *, cache=None, overrides: dict | None = None,
          use_cache: bool = True, stem: str | None = None, jobs: int = 1, cluster: str | None = None,
-         scheduler: str | None = None, progress: bool = False) -> FigureRun:
+         scheduler: str | None = None, progress: bool = False, max_seconds: float | None = None) -> FigureRun:
     """Compute (points from the cache where they are), plot and save figure ``name``.
 
     Files: ``<out>/<stem>.png``, ``.pdf`` and ``.nc`` (``stem`` defaults to the
     figure name with ``_`` for ``-``, plus ``_<preset>`` unless quick).
-    ``--out`` is checked for writability before anything is computed.
+    ``--out`` is checked for writability before anything is computed. ``max_seconds``:
+    a run in parts (no point started after that; :class:`rfdiff.run.PointsPending` if
+    points are left, which the same call resumes).
     """
     t0 = time.perf_counter()
     fig = get(name)
     _check_out(out)
     ds, secs, hit = compute(fig.name, preset, cache=cache, overrides=overrides, use_cache=use_cache,
-                            jobs=jobs, cluster=cluster, scheduler=scheduler, progress=progress)
+                            jobs=jobs, cluster=cluster, scheduler=scheduler, progress=progress,
+                            max_seconds=max_seconds)
     return _draw(fig, preset, ds, out, stem, secs, hit, t0)
 
 
 def make_all(preset: str = "quick", out="figures", *, cache=None, names=None, jobs: int = 1,
              on_done=None, use_cache: bool = True, cluster: str | None = None,
-             scheduler: str | None = None, progress: bool = False) -> list[FigureRun]:
+             scheduler: str | None = None, progress: bool = False,
+             max_seconds: float | None = None) -> list[FigureRun]:
     """:func:`make` for every registered figure (or ``names``): the points of all of them
     go through one executor (``jobs`` processes with one numba/torch thread each, or Dask),
     then each figure is reduced and drawn."""
@@ -193,7 +199,7 @@ def make_all(preset: str = "quick", out="figures", *, cache=None, names=None, jo
     runs = [(f.experiment, f.params(preset), preset) for f in figs]
     with threads(_THREADS[0]):
         results = run_experiments(runs, cache=cache, use_cache=use_cache, progress=progress,
-                                  **_engine(jobs, cluster, scheduler))
+                                  **_engine(jobs, cluster, scheduler, max_seconds))
     secs = time.perf_counter() - t0
     done = []
     for f, (exp, params, _), (ds, report) in zip(figs, runs, results):
@@ -220,7 +226,7 @@ def write_snippet(preset, out, path, *, cache=None, wall_seconds=None, runs=None
 # --------------------------------------------------------------------------- command line
 
 def _size_arguments(p, jobs_default: int) -> None:
-    from rfdiff.cli.usage import int_at_least
+    from rfdiff.cli.usage import int_at_least, positive_float
 
     g = p.add_mutually_exclusive_group()
     for name, help_ in (("tiny", "seconds (tests)"), ("quick", "the README's size (default)"),
@@ -241,6 +247,9 @@ def _size_arguments(p, jobs_default: int) -> None:
                         help="spread the points over a Dask LocalCluster of --jobs workers")
     engine.add_argument("--scheduler", metavar="ADDRESS",
                         help="spread the points over a running dask.distributed scheduler")
+    p.add_argument("--max-seconds", type=positive_float, default=None, metavar="S",
+                   help="a run in parts: start no point after S seconds; the points computed stay "
+                        "cached and the same command resumes (exit status 3 while points are left)")
 
 
 def add_figure_arguments(p) -> None:
@@ -285,7 +294,7 @@ def _guard(fn):
     import sys
 
     from rfdiff.cli.usage import UsageError
-    from rfdiff.run import DaskUnavailable, PointsFailed, SchedulerUnavailable
+    from rfdiff.run import DaskUnavailable, PointsFailed, PointsPending, SchedulerUnavailable
 
     try:
         return fn()
@@ -294,6 +303,9 @@ def _guard(fn):
     except PointsFailed as exc:
         print(f"rfdiff figure: {exc}", file=sys.stderr)
         return 1
+    except PointsPending as exc:
+        print(f"rfdiff figure: {exc}", file=sys.stderr)
+        return 3
 
 
 def run_figure(args) -> int:
@@ -301,7 +313,8 @@ def run_figure(args) -> int:
 
     def go():
         run = make(args.name, args.preset, args.out, cache=_cache(args), use_cache=not args.no_cache,
-                   jobs=args.jobs, cluster=args.cluster, scheduler=args.scheduler, progress=True)
+                   jobs=args.jobs, cluster=args.cluster, scheduler=args.scheduler, progress=True,
+                   max_seconds=args.max_seconds)
         _print_run(run)
         return 0
     return _guard(go)
@@ -314,7 +327,7 @@ def run_figures(args) -> int:
     def go():
         runs = make_all(args.preset, args.out, cache=_cache(args), names=args.only, jobs=args.jobs,
                         on_done=_print_run, use_cache=not args.no_cache, cluster=args.cluster,
-                        scheduler=args.scheduler, progress=True)
+                        scheduler=args.scheduler, progress=True, max_seconds=args.max_seconds)
         wall = time.perf_counter() - t0
         print(f"all figures [{args.preset}]: {wall:.1f} s wall")
         if args.snippet:

@@ -181,7 +181,7 @@ def reduce(p: dict, results: list):
     ds = xr.Dataset(data, coords=coords)
     ds["tau"].attrs["long_name"] = "gradient-flow time of the normalised loss"
     ds["epoch"].attrs["long_name"] = "epoch (Swish net checkpoints)"
-    attrs = {"figure": NAME, "target": f"two_modes(mu={p['mu']}, q1={p['q1']})",
+    attrs = {"target": f"two_modes(mu={p['mu']}, q1={p['q1']})",
              "early_stopping_criterion": "argmin of KL_ODE(p_0||p_gen) on the log tau grid, "
                                          "refined by a parabola in log tau",
              "seconds_rf": float(rf["seconds"]), "seconds_net": float(sum(float(r["seconds"]) for r in nets)),

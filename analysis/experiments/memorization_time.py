@@ -216,7 +216,7 @@ def reduce(p: dict, results: list):
     ds = xr.Dataset(data, coords={"n": ns, "seed": seeds, "tau": single[0]["tau"].values,
                                   "rank": np.arange(1, m + 1), "mem_n": list(p["mem_n"]),
                                   "mem_tau": mems[0]["mem_tau"].values})
-    attrs = {"figure": NAME, "target": f"two_modes(mu={p['mu']}, q1={p['q1']})", "m": m,
+    attrs = {"target": f"two_modes(mu={p['mu']}, q1={p['q1']})", "m": m,
              "t_level": p["t_level"], "sigma_t": float(np.sqrt(OU().sigma2(p["t_level"]))),
              "weighting": "sigma2 (single level)",
              "tau_gen_definition": "first tau with L_pop <= L_min + (L(0) - L_min)/2",

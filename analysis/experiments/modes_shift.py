@@ -409,7 +409,7 @@ def reduce(p: dict, results: list):
     ds = xr.Dataset(data, coords={"mu": mus, "tau": rf_res[mus[0]]["tau"].values, "mode": np.arange(MAX_MODES),
                                   "main_mu": main, "snapshot": SNAPSHOTS, "optimizer": opts, "net_seed": seeds,
                                   "epoch": ck})
-    attrs = {"figure": NAME, "seconds_rf": float(sum(float(r["seconds"]) for r in rf_res.values())),
+    attrs = {"seconds_rf": float(sum(float(r["seconds"]) for r in rf_res.values())),
              "seconds_net": float(sum(float(r["seconds"]) for r in net_res)),
              "model": c.outputs_as_attrs(rf_res[mus[0]], "model_"),
              "quadrature_error": c.outputs_as_attrs(rf_res[max(every)], "quadrature_"),

@@ -188,7 +188,6 @@ def reduce(p: dict, results: list):
     ds = _theory_density(ds, p)
     fits["tau_mem_density"] = seed_bootstrap_slope(n, ds["tau_mem_density"].values[None])
     ds.attrs.update({
-        "experiment": NAME, "regime": EXPERIMENT.regime if "EXPERIMENT" in globals() else "",
         "tau_units": "paper: modes of U decay as exp(-2 Delta lambda tau/psi_p); tau_rfdiff = d^2 tau",
         "fits": json.dumps(fits),
         "slope_tau_gen": fits["tau_gen"]["slope"], "slope_tau_gen_ci": [fits["tau_gen"]["ci_low"],

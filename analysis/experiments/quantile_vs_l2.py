@@ -453,7 +453,7 @@ def reduce(p: dict, results: list):
     ds["late_slope_tv_kl"] = ("run", np.array([_late_slope(ds.traj_tv.values[s], ds.traj_kl.values[s])
                                                  for s in range(ds.run.size)]))
     f1 = p["fig1"]
-    attrs = {"figure": NAME, "fig1_eta": f1["eta"], "fig1_R": f1["R"], "fig1_delta": f1["delta"],
+    attrs = {"fig1_eta": f1["eta"], "fig1_R": f1["R"], "fig1_delta": f1["delta"],
              "fig1_t": f1["t"], "fig1_quantile_tol": f1["quantile_tol"], "fig2_R": p["fig2"]["R"],
              "fig2_c": p["fig2"]["c"], "traj_n": p["traj"]["n"], "traj_m": p["traj"]["m"],
              "traj_eta": p["traj"]["eta"], "traj_R_values": list(p["traj"]["R_values"]),

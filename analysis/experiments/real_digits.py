@@ -233,7 +233,7 @@ def reduce(p: dict, results: list):
     for k in ("final_loss", "mmd", "memorization"):
         ds[f"{k}_mean"] = ("pair", ds[k].mean("seed").values)
         ds[f"{k}_sem"] = ("pair", np.array([_sem(ds[k].values[a]) for a in range(len(PAIRS))]))
-    attrs = {"figure": NAME, "data": "sklearn load_digits 8x8" if p["idx_images"] is None else
+    attrs = {"data": "sklearn load_digits 8x8" if p["idx_images"] is None else
              f"IDX images {p['idx_images']}", "image_shape": list(pair_data(
                  p["idx_images"], p["n_clusters"], p["kmeans_seed"], p["n_train"], p["data_seed"])["image_shape"]),
              "n_clusters": p["n_clusters"], "epochs": p["epochs"], "channels": p["channels"], "lr": p["lr"],

@@ -396,7 +396,7 @@ def reduce(p: dict, results: list):
         ds[f"{k}_mean"] = ds[k].mean("seed")
         ds[f"{k}_sem"] = ds[k].std("seed", ddof=1) / np.sqrt(len(seeds)) if len(seeds) > 1 else ds[k].mean("seed") * np.nan
     ds = _compact(ds.transpose("r", "N", "seed", "model", ...))
-    attrs = {"figure": NAME, "target": f"block low-rank mixture, d={p['d']}, K={p['K']}, r in {rs}",
+    attrs = {"target": f"block low-rank mixture, d={p['d']}, K={p['K']}, r in {rs}",
              "distance_unit": "sqrt(E|x|^2) = sqrt(r)", "threshold": p["threshold"],
              "gl_criterion": f"copy = nearest/second-nearest training distance < {p['copy_ratio']:.4g}",
              "rf": f"ReLU random features, m={p['m']}, W ~ N(0, 1/d), parametrization "

@@ -292,7 +292,7 @@ def reduce(p: dict, results: list):
                     coords={"task": list(p["tasks"]), "init": list(p["inits"]), "depth": list(p["depths"]),
                             "seed": list(p["seeds"])})
     add_fits(ds)
-    ds.attrs.update({"figure": NAME, "width": WIDTH, "activation": "gelu", "n": p["n"], "steps": p["steps"],
+    ds.attrs.update({"width": WIDTH, "activation": "gelu", "n": p["n"], "steps": p["steps"],
                      "lr": "lr0 * L on W_k, V_k (lr0 on the score net's input/output layers)", "lr0": p["lr0"],
                      "quantity": "max over training steps and k of ||W_{k+1}-W_k||_F (theorem's maximum; "
                                  "not the paper's Fig. 1 cumulative quantity)",

@@ -193,7 +193,7 @@ def reduce(p: dict, results: list):
     data["bound_kl_star_m"] = ("m", bm[:, 1] * consts["kl_star_vs_m"])
     ds = xr.Dataset(data, coords={"n": n_values, "m": m_values, "seed": list(p["seeds"]),
                                   "tau_coarse": coarse})
-    attrs = {"figure": NAME, "target": f"two_modes(mu={p['mu']}, q1={p['q1']})",
+    attrs = {"target": f"two_modes(mu={p['mu']}, q1={p['q1']})",
              "n_sweep_width": f"m = {p['m_ratio']:g} n", "m_sweep_n": p["n_for_m"],
              "early_stopping_criterion": "argmin of KL_ODE on a fine log grid around the coarse "
                                          "minimum, parabola in log tau; KL(tau*) = fine-grid minimum",

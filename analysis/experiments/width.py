@@ -104,7 +104,7 @@ def reduce(p: dict, results: list):
     ds = ds.transpose("m", "seed", ...)
     first = ds.first_tau_below_level.values
     never = [int(m) for m, f in zip(ms, np.all(np.isnan(first), axis=1)) if f]
-    attrs = {"figure": NAME, "target": f"two_modes(mu={p['mu']}, q1={p['q1']})", "n": p["n"],
+    attrs = {"target": f"two_modes(mu={p['mu']}, q1={p['q1']})", "n": p["n"],
              "kl_level": p["kl_level"], "widths_never_below_level": never if never else "none",
              "seconds_total": float(ds.seconds.sum()), "quadrature_error": quad,
              "kl_ode_method": f"rfdiff.kl_ode_path, tol={p['kl_tol']}"}

@@ -16,7 +16,8 @@ implementation's imports out of ``rfdiff --help``::
 Exit status: 0 success; 1 the work ran but part of it failed (e.g. sweep
 points); 2 bad usage, bad config or a missing optional dependency, with a
 one-line reason on stderr (``--traceback`` shows the full one instead);
-130 interrupted.
+3 a run in parts stopped at its ``--max-seconds`` with points left (those
+computed are cached; the same command resumes); 130 interrupted.
 """
 from __future__ import annotations
 

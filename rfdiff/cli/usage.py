@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-__all__ = ["UsageError", "int_at_least"]
+__all__ = ["UsageError", "int_at_least", "positive_float"]
 
 
 class UsageError(Exception):
@@ -22,3 +22,16 @@ def int_at_least(minimum: int):
             raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {value}")
         return value
     return parse
+
+
+def positive_float(text: str) -> float:
+    """An argparse type: a finite number > 0 (else a one-line usage error)."""
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
+    return value

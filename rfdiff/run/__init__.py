@@ -19,7 +19,7 @@ from .cache import Cache, CacheNotWritable, CacheWarning, cache_key, default_cac
 from .config import ConfigError, Param, Point, SweepConfig, load_config, read_config, resolve_function
 from .executors import DaskUnavailable, SchedulerUnavailable
 from .result import normalize_result, stack_results, to_dataset
-from .runner import (PointFailure, PointsFailed, RunReport, SweepIncomplete, SweepReport,
+from .runner import (PointFailure, PointsFailed, PointsPending, RunReport, SweepIncomplete, SweepReport,
                      SweepStatus, collect, point_key, run_experiment, run_experiments, run_points,
                      run_sweep, sweep_status)
 
@@ -28,6 +28,6 @@ __all__ = ["PRESET_NAMES", "Experiment", "Task", "as_dataset", "point_function",
            "Cache", "CacheNotWritable", "CacheWarning", "cache_key", "default_cache_dir",
            "ConfigError", "Param", "Point", "SweepConfig", "load_config", "read_config",
            "resolve_function", "DaskUnavailable", "SchedulerUnavailable", "normalize_result",
-           "stack_results", "to_dataset", "PointFailure", "PointsFailed", "RunReport",
+           "stack_results", "to_dataset", "PointFailure", "PointsFailed", "PointsPending", "RunReport",
            "SweepIncomplete", "SweepReport", "SweepStatus", "collect", "point_key",
            "run_experiment", "run_experiments", "run_points", "run_sweep", "sweep_status"]

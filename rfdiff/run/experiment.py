@@ -106,13 +106,15 @@ def run_params(experiment: Experiment, params: dict, preset: str | None = None):
 
 def reduce_results(experiment: Experiment, params: dict, results: list, preset: str | None = None):
     """``experiment.reduce(params, results)`` labelled with the experiment's name
-    (``attrs["figure"]``) and with provenance (parameters, seeds, versions, git
-    revision) attached: the one ending of every way of running an experiment."""
+    (``attrs["figure"]``) and its regime (``attrs["regime"]``), with provenance
+    (parameters, seeds, versions, git revision) attached: the one ending of every
+    way of running an experiment."""
     from ..io import attach_provenance
     from ..provenance import provenance
 
     ds = experiment.reduce(params, results)
     ds.attrs["figure"] = experiment.name
+    ds.attrs["regime"] = experiment.regime
     return attach_provenance(ds, provenance({"figure": experiment.name, "preset": preset, **params},
                                             seeds=_seeds(params) or None))
 

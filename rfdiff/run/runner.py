@@ -54,7 +54,7 @@ from .experiment import reduce_results
 from .result import is_dataset, normalize_result, stack_results, to_dataset
 
 __all__ = ["PointJob", "PointFailure", "RunReport", "SweepReport", "SweepStatus",
-           "SweepIncomplete", "PointsFailed", "run_points", "run_sweep", "sweep_status",
+           "SweepIncomplete", "PointsFailed", "PointsPending", "run_points", "run_sweep", "sweep_status",
            "collect", "point_key", "evaluate_point", "run_experiment", "run_experiments"]
 
 
@@ -64,6 +64,11 @@ class SweepIncomplete(RuntimeError):
 
 class PointsFailed(RuntimeError):
     """Points of an experiment failed, so it cannot be reduced; the message names the first."""
+
+
+class PointsPending(RuntimeError):
+    """A run stopped at its ``max_seconds`` budget with points left; the ones computed are
+    cached, so running it again resumes. The message says how many are left."""
 
 
 class PointTimeout(BaseException):
@@ -112,6 +117,8 @@ class RunReport:
     failed: list[PointFailure] = field(default_factory=list)
     rescued: list[Path] = field(default_factory=list)
     elapsed_s: float = 0.0
+    pending: int = 0                          # not started: the max_seconds budget ran out
+
 
     @property
     def ok(self) -> bool:
@@ -119,8 +126,9 @@ class RunReport:
 
     def summary(self) -> str:
         other = f", {self.by_other} computed by another run" if self.by_other else ""
+        left = f", {self.pending} left for a later run (max_seconds)" if self.pending else ""
         return (f"sweep {self.name}: {self.total} points: {self.cached} already cached, "
-                f"{self.computed} computed{other}, {len(self.failed)} failed "
+                f"{self.computed} computed{other}, {len(self.failed)} failed{left} "
                 f"({self.elapsed_s:.1f} s)")
 
 
@@ -219,14 +227,19 @@ def run_points(jobs: list[PointJob], cache: Cache, *, name: str = "run", serial:
                cluster: str | None = None, client=None, retries: int = 0,
                timeout_s: float | None = None, progress: bool = True, module_file=None,
                reserved=(), threads: int | None = None, meta: dict | None = None,
-               poll_s: float = 0.2) -> RunReport:
+               poll_s: float = 0.2, max_seconds: float | None = None) -> RunReport:
     """Compute every job whose key has no intact entry in ``cache`` (see the module docstring).
 
     Engine: local processes (default, ``workers`` of them, each limited to
     ``threads`` threads), ``serial=True`` in this process, or Dask with
     ``scheduler=ADDRESS``, ``cluster="local"`` or ``client=``. Failures are
-    reported in the returned :class:`RunReport`, not raised.
+    reported in the returned :class:`RunReport`, not raised. ``max_seconds``: no
+    point is started after that much wall time (the ones in flight finish and are
+    cached); the points not started are counted in :attr:`RunReport.pending`, and
+    a later run with the same cache computes them (a run in parts).
     """
+    if max_seconds is not None and not (isinstance(max_seconds, (int, float)) and max_seconds > 0):
+        raise ValueError(f"max_seconds must be a number > 0 (or None), got {max_seconds!r}")
     started, started_wall = time.perf_counter(), time.time()
     cache.check_writable()                    # one line, before anything is computed
     cache.clean()
@@ -248,6 +261,12 @@ def run_points(jobs: list[PointJob], cache: Cache, *, name: str = "run", serial:
             alarm_s = timeout_s if ex.enforces_timeout else None
             watch_s = None if ex.enforces_timeout else timeout_s
             while queue or inflight or waiting:
+                if (max_seconds is not None and (queue or waiting)
+                        and time.perf_counter() - started >= max_seconds):
+                    report.pending = len(queue) + len(waiting)
+                    queue.clear()
+                    waiting.clear()
+                    continue
                 slots = ex.slots
                 while queue and len(inflight) < slots:
                     i, attempt = queue.popleft()
@@ -504,7 +523,7 @@ def default_output(config: SweepConfig) -> Path:
 # --------------------------------------------------------------------------- experiments
 
 def run_experiments(runs: list, *, cache=None, use_cache: bool = True, progress: bool = True,
-                    code_version: str | None = None, **engine) -> list:
+                    code_version: str | None = None, max_seconds: float | None = None, **engine) -> list:
     """Several experiments through one executor: ``runs`` is a list of
     ``(experiment, params, preset)``; returns ``[(dataset, report), ...]``.
 
@@ -514,11 +533,16 @@ def run_experiments(runs: list, *, cache=None, use_cache: bool = True, progress:
     its provenance attached. ``use_cache=False`` computes everything in a
     temporary cache that is removed afterwards. ``engine``: ``serial``,
     ``workers``, ``scheduler``, ``cluster``, ``client``, ``threads`` (see
-    :func:`run_points`). A failed point raises :class:`PointsFailed`.
+    :func:`run_points`). A failed point raises :class:`PointsFailed`; points left
+    when the ``max_seconds`` budget runs out raise :class:`PointsPending` (those
+    computed are cached: the same call again resumes).
     """
     import shutil
 
     cv = _code_version(code_version)
+    if max_seconds is not None and not use_cache:
+        raise ValueError("max_seconds needs the cache (a run in parts resumes from it): "
+                         "it cannot be combined with use_cache=False (--no-cache)")
     tmp = None
     if not use_cache:
         tmp = tempfile.mkdtemp(prefix="rfdiff-nocache-")
@@ -539,7 +563,11 @@ def run_experiments(runs: list, *, cache=None, use_cache: bool = True, progress:
             per_run.append(mine)
         name = runs[0][0].name if len(runs) == 1 else "figures"
         report = run_points(jobs, cache, name=name, progress=progress,
-                            meta={"code_version": cv}, **engine)
+                            meta={"code_version": cv}, max_seconds=max_seconds, **engine)
+        if report.pending:
+            raise PointsPending(f"{name}: stopped at max_seconds = {max_seconds:g} s with {report.pending} of "
+                                f"{report.total} points not started ({report.total - report.pending} cached); "
+                                f"run the same command again to resume")
         if report.failed:
             raise PointsFailed(f"{len(report.failed)} point(s) failed; first: "
                                f"{report.failed[0].describe()} (traceback in "

@@ -65,6 +65,7 @@ def test_files_and_provenance(runs, name):
     assert prov["versions"]["numpy"]
     assert json.loads(ds.attrs["preset_params_json"]) == F.get(name).presets["tiny"]
     assert ds.attrs["figure"] == name
+    assert ds.attrs["regime"] == F.get(name).experiment.regime != ""
     assert run.summary
 
 

@@ -370,6 +370,35 @@ def test_two_runs_on_one_cache_compute_each_point_once(tmp_path):
     assert not list((tmp_path / "cache").rglob("*.claim"))
 
 
+def test_a_run_in_parts_stops_at_max_seconds_and_resumes_the_rest_once(tmp_path):
+    cache = Cache(tmp_path / "cache")
+    log = tmp_path / "log.txt"
+    jobs = [PointJob("sweep_points:counted", {"i": i, "log": str(log)},
+                     cache_key("sweep_points:counted", {"i": i, "log": str(log)}, CV)) for i in range(6)]
+    first = run_points(jobs, cache, serial=True, progress=False, max_seconds=0.2)   # 0.15 s a point
+    assert 1 <= first.computed < 6 and first.pending == 6 - first.computed and first.ok
+    assert "left for a later run" in first.summary()
+    rest = run_points(jobs, cache, serial=True, progress=False)
+    assert rest.cached == first.computed and rest.computed == first.pending and rest.pending == 0
+    assert _counts(log) == {i: 1 for i in range(6)}                # each point once over both parts
+    with pytest.raises(ValueError, match="max_seconds"):
+        run_points(jobs, cache, serial=True, progress=False, max_seconds=0)
+
+
+def test_figure_in_parts_exit_3_then_resumes(tmp_path, capsys):
+    args = ["figure", "width", "--tiny", "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache")]
+    assert main(args + ["--max-seconds", "1e-9"]) == 3            # no point starts: all left
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "run the same command again to resume" in err
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+    assert main(args + ["--max-seconds", "600"]) == 0
+    assert (tmp_path / "out" / "width_tiny.nc").is_file()
+    assert main(args[:-2] + ["--no-cache", "--max-seconds", "5"]) == 2   # parts need the cache
+    assert "max_seconds" in capsys.readouterr().err
+    assert main(args + ["--max-seconds", "0"]) == 2
+    assert "--max-seconds" in capsys.readouterr().err
+
+
 # --------------------------------------------------------------------------- 21.5: SIGKILL
 
 def test_sigkill_of_the_runner_leaves_no_worker_and_resume_computes_the_rest_once(tmp_path):
