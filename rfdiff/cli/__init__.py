@@ -156,11 +156,12 @@ examples:
   rfdiff figure width --tiny --cluster local --jobs 2 --out figures/   # a Dask LocalCluster
   rfdiff figure width --tiny --no-cache --out figures/ # recompute, store nothing
   rfdiff figure scaling --full --out paper/            # paper size
+  rfdiff figure large-lr --full --max-seconds 3600 --out paper/   # in parts: rerun to resume
   rfdiff figure kl-dynamics --scheduler tcp://10.0.0.5:8786 --out paper/
 figures: kl-dynamics, scaling, modes-shift, width, memorization-time, large-lr, resnet-ode,
   pre-memorization, quantile-vs-l2, reproducibility, real-digits
 Every point of a figure is cached (as a sweep's): a rerun reads them, a killed
-run resumes. Files: <out>/<name>.png, .pdf and .nc (the numbers, with
+run (or one stopped by --max-seconds, exit status 3) resumes. Files: <out>/<name>.png, .pdf and .nc (the numbers, with
 parameters, seeds, versions and git revision in its 'provenance' attribute).
 """
 
