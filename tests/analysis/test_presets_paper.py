@@ -115,3 +115,42 @@ def test_real_digits_full_is_the_stated_protocol():
     assert {t.params["pair"] for t in tasks} == {"nearest", "farthest"}
     same = {k: v for k, v in tasks[0].params.items() if k not in ("pair", "seed")}
     assert all({k: v for k, v in t.params.items() if k not in ("pair", "seed")} == same for t in tasks)
+
+
+def _readme_full_table():
+    """``{figure: (points, [(key, value), ...])}`` from the README's table of full presets."""
+    import ast
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = text.split("#### The full presets", 1)[1].split("\n\n####", 1)[0]
+    rows = {}
+    for line in block.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) != 3 or not cells[1].isdigit():
+            continue
+        pairs = []
+        for item in re.findall(r"`([^`]+)`", cells[2]):
+            key, value = (x.strip() for x in item.split("=", 1))
+            pairs.append((key, ast.literal_eval(value)))      # literals only, never eval
+        rows[cells[0]] = (int(cells[1]), pairs)
+    return rows
+
+
+def test_readme_states_every_full_preset_and_its_parameters_are_the_presets():
+    from analysis import figures as F
+
+    rows = _readme_full_table()
+    assert set(rows) == set(F.FIGURES)
+    for name, (points, pairs) in rows.items():
+        fig = F.get(name)
+        full = fig.presets["full"]
+        assert len(fig.experiment.tasks(full)) == points, name
+        assert pairs, name
+        for key, value in pairs:
+            node = full
+            for part in key.lstrip("#").split("."):
+                node = node[part]
+            got = len(node) if key.startswith("#") else node
+            assert got == value, f"{name}: README says {key} = {value!r}, the preset has {got!r}"
