@@ -161,8 +161,9 @@ examples:
 figures: kl-dynamics, scaling, modes-shift, width, memorization-time, large-lr, resnet-ode,
   pre-memorization, quantile-vs-l2, reproducibility, real-digits
 Every point of a figure is cached (as a sweep's): a rerun reads them, a killed
-run (or one stopped by --max-seconds, exit status 3) resumes. Files: <out>/<name>.png, .pdf and .nc (the numbers, with
-parameters, seeds, versions and git revision in its 'provenance' attribute).
+run (or one stopped by --max-seconds, exit status 3) resumes. Files:
+<out>/<name>.png, .pdf and .nc (the numbers, with parameters, seeds, versions
+and git revision in its 'provenance' attribute).
 """
 
 _FIGURES_EPILOG = """\
