@@ -2,12 +2,17 @@
 
 Each returns a dict of outputs as :mod:`rfdiff.run.result` describes, and is
 registered with :func:`rfdiff.run.point_function` (a config may name only those);
-``unregistered`` is not, so naming it is refused.
+``unregistered`` is not, so naming it is refused. Also the two helpers those
+tests share: :func:`write_config` and :func:`log_counts` (reads the logs that
+``slow`` and ``counted`` write).
 """
 from __future__ import annotations
 
+import collections
 import os
+import textwrap
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -100,3 +105,18 @@ def counted(i, log):
     with open(log, "a") as f:
         f.write(f"{i} {os.getpid()}\n")
     return {"square": float(i * i)}
+
+
+def write_config(tmp_path: Path, body: str, name: str = "sweep.toml") -> Path:
+    """``body`` (dedented) written to ``tmp_path / name``."""
+    path = Path(tmp_path) / name
+    path.write_text(textwrap.dedent(body))
+    return path
+
+
+def log_counts(log: Path) -> collections.Counter:
+    """How many times each point ``i`` finished, from the 'i pid' lines of ``log``."""
+    log = Path(log)
+    if not log.exists():
+        return collections.Counter()
+    return collections.Counter(int(line.split()[0]) for line in log.read_text().splitlines())

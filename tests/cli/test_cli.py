@@ -5,7 +5,6 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -13,6 +12,7 @@ import xarray as xr
 
 from rfdiff import cli
 from rfdiff.cli import Command, main, register
+from sweep_points import write_config
 
 REPO = Path(__file__).resolve().parents[2]
 TESTS = Path(__file__).resolve().parents[1]
@@ -21,12 +21,6 @@ TESTS = Path(__file__).resolve().parents[1]
 @pytest.fixture(autouse=True)
 def _pinned_code_version(monkeypatch):
     monkeypatch.setenv("RFDIFF_CODE_VERSION", "cli-tests")
-
-
-def write(tmp_path: Path, body: str, name: str = "s.toml") -> Path:
-    p = tmp_path / name
-    p.write_text(textwrap.dedent(body))
-    return p
 
 
 GOOD = """
@@ -64,7 +58,7 @@ def test_bad_usage_exits_2_with_one_line(argv, fragment, capsys):
 
 
 def test_bad_config_exits_2_with_one_line(tmp_path, capsys):
-    path = write(tmp_path, GOOD.replace("x = [1, 3]", "x = [1, 3]\ncolour = ['red']"))
+    path = write_config(tmp_path, GOOD.replace("x = [1, 3]", "x = [1, 3]\ncolour = ['red']"))
     assert main(["sweep", "run", str(path)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err
@@ -75,7 +69,7 @@ def test_bad_config_exits_2_with_one_line(tmp_path, capsys):
 
 def test_sweep_commands_end_to_end(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    path = write(tmp_path, GOOD)
+    path = write_config(tmp_path, GOOD)
     assert main(["sweep", "status", str(path)]) == 0
     assert "2 points: 0 done, 0 failed, 2 pending" in capsys.readouterr().out
     assert main(["sweep", "run", str(path), "--serial", "--quiet"]) == 0
@@ -89,7 +83,7 @@ def test_sweep_commands_end_to_end(tmp_path, capsys, monkeypatch):
 
 def test_failed_points_exit_1_and_are_listed(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    path = write(tmp_path, GOOD.replace("[1, 3]", "[1, 2, 3]"))
+    path = write_config(tmp_path, GOOD.replace("[1, 3]", "[1, 2, 3]"))
     assert main(["sweep", "run", str(path), "--serial"]) == 1
     err = capsys.readouterr().err
     assert "1 failed" in err and "failed: x=2: ValueError: boom at x=2" in err
@@ -104,7 +98,7 @@ def test_failed_points_exit_1_and_are_listed(tmp_path, capsys, monkeypatch):
 
 def test_dask_missing_is_a_one_line_usage_error(tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "distributed", None)  # import distributed -> ImportError
-    path = write(tmp_path, GOOD)
+    path = write_config(tmp_path, GOOD)
     assert main(["sweep", "run", str(path), "--cluster", "local"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "pip install 'rfdiff[dist]'" in err
@@ -152,7 +146,7 @@ def test_module_entry_point_runs():
 
 
 def test_truncated_cache_entry_is_a_one_line_warning_and_recomputed(tmp_path, capsys):
-    path = write(tmp_path, GOOD)
+    path = write_config(tmp_path, GOOD)
     assert main(["sweep", "run", str(path), "--serial", "--quiet"]) == 0
     data = sorted((tmp_path / "cache").rglob("*.npz"))[0]
     data.write_bytes(data.read_bytes()[:20])

@@ -7,13 +7,11 @@ computing; two runs on one cache computed every point twice.
 """
 from __future__ import annotations
 
-import collections
 import json
 import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 import warnings
 from pathlib import Path
@@ -26,6 +24,7 @@ from rfdiff.run import (Cache, CacheWarning, ConfigError, collect, load_config, 
                         run_sweep, sweep_status)
 from rfdiff.run.cache import cache_key
 from rfdiff.run.runner import PointJob, evaluate_point, run_points
+from sweep_points import log_counts, write_config
 
 REPO = Path(__file__).resolve().parents[2]
 TESTS = Path(__file__).resolve().parents[1]
@@ -37,21 +36,9 @@ def _pinned_code_version(monkeypatch):
     monkeypatch.setenv("RFDIFF_CODE_VERSION", CV)
 
 
-def write(tmp_path: Path, body: str, name: str = "s.toml") -> Path:
-    p = tmp_path / name
-    p.write_text(textwrap.dedent(body))
-    return p
-
-
 def _env():
     return {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(TESTS)]),
             "RFDIFF_CODE_VERSION": CV, "OMP_NUM_THREADS": "1"}
-
-
-def _counts(log: Path) -> collections.Counter:
-    if not log.exists():
-        return collections.Counter()
-    return collections.Counter(int(line.split()[0]) for line in log.read_text().splitlines())
 
 
 def _snapshot(root: Path) -> dict:
@@ -97,7 +84,7 @@ log = "{log}"
                                              ("subprocess:getoutput", 'cmd = "touch {mark}"')])
 def test_unregistered_function_is_refused_and_nothing_runs(tmp_path, capsys, function, fixed):
     mark = tmp_path / "MARK"
-    path = write(tmp_path, f"""
+    path = write_config(tmp_path, f"""
         [sweep]
         function = "{function}"
         cache_dir = "cache"
@@ -122,7 +109,7 @@ def test_unregistered_function_is_refused_and_nothing_runs(tmp_path, capsys, fun
 
 
 def test_an_undecorated_function_is_refused(tmp_path):
-    path = write(tmp_path, """
+    path = write_config(tmp_path, """
         [sweep]
         function = "sweep_points:unregistered"
         [grid]
@@ -154,7 +141,7 @@ def test_config_directory_is_not_on_sys_path_module_file_is_explicit(tmp_path, c
         [grid]
         x = [1, 2, 3]
         """
-    implicit = write(tmp_path, body.format(extra=""), "implicit.toml")
+    implicit = write_config(tmp_path, body.format(extra=""), "implicit.toml")
     before = list(sys.path)
     with pytest.raises(ConfigError, match="cannot import module 'mypoints'.*PYTHONPATH or module_file"):
         load_config(implicit)
@@ -162,11 +149,11 @@ def test_config_directory_is_not_on_sys_path_module_file_is_explicit(tmp_path, c
     # status and collect import nothing
     assert main(["sweep", "status", str(implicit)]) == 0
     assert "3 pending" in capsys.readouterr().out and not (tmp_path / "IMPORTED").exists()
-    explicit = write(tmp_path, body.format(extra='module_file = "mypoints.py"'), "explicit.toml")
+    explicit = write_config(tmp_path, body.format(extra='module_file = "mypoints.py"'), "explicit.toml")
     rep = run_sweep(explicit, workers=2, progress=False)      # spawned workers load the file too
     assert rep.ok and rep.computed == 3 and sys.path == before
     np.testing.assert_array_equal(collect(explicit)["y"].values, [2.0, 4.0, 6.0])
-    bad = write(tmp_path, body.format(extra='module_file = "other.py"'), "bad.toml")
+    bad = write_config(tmp_path, body.format(extra='module_file = "other.py"'), "bad.toml")
     with pytest.raises(ConfigError, match=r"\[sweep\].module_file must be a .py file named after"):
         load_config(bad)
 
@@ -190,7 +177,7 @@ def test_swapped_leaf_names_in_a_manifest_are_detected(tmp_path):
 
 def test_swapped_manifest_in_a_sweep_is_recomputed(tmp_path):
     log = tmp_path / "log.txt"
-    path = write(tmp_path, COUNTED.format(grid=[1, 2], log=log))
+    path = write_config(tmp_path, COUNTED.format(grid=[1, 2], log=log))
     cfg = load_config(path)
     run_sweep(cfg, serial=True, progress=False)
     keys = [point_key(cfg, p, CV) for p in cfg.points()]
@@ -206,7 +193,7 @@ def test_swapped_manifest_in_a_sweep_is_recomputed(tmp_path):
     with pytest.warns(CacheWarning, match="recomputed"):
         rep = run_sweep(cfg, serial=True, progress=False)
     assert (rep.cached, rep.computed) == (1, 1)
-    assert _counts(log) == {1: 2, 2: 1}
+    assert log_counts(log) == {1: 2, 2: 1}
     np.testing.assert_array_equal(collect(cfg)["square"].values, [1.0, 4.0])
 
 
@@ -214,7 +201,7 @@ def test_swapped_manifest_in_a_sweep_is_recomputed(tmp_path):
 
 def test_status_and_collect_delete_nothing_repair_does(tmp_path, capsys):
     log = tmp_path / "log.txt"
-    path = write(tmp_path, COUNTED.format(grid=[1, 2, 3], log=log))
+    path = write_config(tmp_path, COUNTED.format(grid=[1, 2, 3], log=log))
     cfg = load_config(path)
     run_sweep(cfg, serial=True, progress=False)
     cache = Cache(tmp_path / "cache")
@@ -283,7 +270,7 @@ def test_trajectory_read_only_directory_exit_2(tmp_path, capsys, monkeypatch):
 
 def test_sweep_cache_that_is_a_file_exit_2_before_compute(tmp_path, capsys):
     log = tmp_path / "log.txt"
-    path = write(tmp_path, COUNTED.format(grid=[1, 2], log=log))
+    path = write_config(tmp_path, COUNTED.format(grid=[1, 2], log=log))
     (tmp_path / "cache").write_text("not a directory")
     assert main(["sweep", "run", str(path), "--serial"]) == 2
     err = capsys.readouterr().err
@@ -353,16 +340,16 @@ def test_claims_are_exclusive_and_stale_ones_taken_over(tmp_path):
 def test_two_runs_on_one_cache_compute_each_point_once(tmp_path):
     npts = 10
     log = tmp_path / "log.txt"
-    path = write(tmp_path, COUNTED.format(grid=list(range(npts)), log=log))
+    path = write_config(tmp_path, COUNTED.format(grid=list(range(npts)), log=log))
     cmd = [sys.executable, "-m", "rfdiff.cli", "sweep", "run", str(path), "--serial"]
     procs = [subprocess.Popen(cmd, cwd=tmp_path, env=_env(), stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for _ in range(2)]
     outs = [p.communicate(timeout=240) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
-    assert _counts(log) == {i: 1 for i in range(npts)}             # once in total
+    assert log_counts(log) == {i: 1 for i in range(npts)}             # once in total
     shared = load_config(path)
     ds = collect(shared)
-    single = write(tmp_path, COUNTED.format(grid=list(range(npts)), log=tmp_path / "log1.txt")
+    single = write_config(tmp_path, COUNTED.format(grid=list(range(npts)), log=tmp_path / "log1.txt")
                    .replace('cache_dir = "cache"', 'cache_dir = "single"'), "single.toml")
     run_sweep(single, serial=True, progress=False)
     np.testing.assert_array_equal(ds["square"].values, collect(single)["square"].values)
@@ -380,7 +367,7 @@ def test_a_run_in_parts_stops_at_max_seconds_and_resumes_the_rest_once(tmp_path)
     assert "left for a later run" in first.summary()
     rest = run_points(jobs, cache, serial=True, progress=False)
     assert rest.cached == first.computed and rest.computed == first.pending and rest.pending == 0
-    assert _counts(log) == {i: 1 for i in range(6)}                # each point once over both parts
+    assert log_counts(log) == {i: 1 for i in range(6)}                # each point once over both parts
     with pytest.raises(ValueError, match="max_seconds"):
         run_points(jobs, cache, serial=True, progress=False, max_seconds=0)
 
@@ -404,7 +391,7 @@ def test_figure_in_parts_exit_3_then_resumes(tmp_path, capsys):
 def test_sigkill_of_the_runner_leaves_no_worker_and_resume_computes_the_rest_once(tmp_path):
     npts, workers = 12, 2
     log = tmp_path / "log.txt"
-    path = write(tmp_path, f"""
+    path = write_config(tmp_path, f"""
         [sweep]
         name = "orphans"
         function = "sweep_points:slow"
@@ -444,11 +431,11 @@ def test_sigkill_of_the_runner_leaves_no_worker_and_resume_computes_the_rest_onc
 
     done = {i for i, k in enumerate(keys) if cache.has(k)}
     assert 3 <= len(done) < npts, "the kill must land mid-run"
-    first = _counts(log)
+    first = log_counts(log)
     rerun = subprocess.run(cmd, cwd=tmp_path, env=_env(), capture_output=True, text=True,
                            timeout=240)
     assert rerun.returncode == 0, rerun.stderr
-    second = _counts(log) - first
+    second = log_counts(log) - first
     assert all(second[i] == 0 for i in done)
     assert all(second[i] == 1 for i in range(npts) if i not in done)   # exactly once
     np.testing.assert_array_equal(collect(cfg)["square"].values, np.arange(npts) ** 2.0)
@@ -466,7 +453,7 @@ def test_trajectory_config_unknown_section_refused(tmp_path, capsys):
 
 
 def test_sweep_config_unknown_keys_all_named(tmp_path):
-    path = write(tmp_path, """
+    path = write_config(tmp_path, """
         [sweep]
         function = "sweep_points:flaky"
         worker = 2

@@ -1,13 +1,11 @@
 """Sweep configs, the runner (serial, local processes, Dask), kill/resume (rfdiff/run/)."""
 from __future__ import annotations
 
-import collections
 import os
 import signal
 import socket
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -18,6 +16,7 @@ import xarray as xr
 from rfdiff.run.cache import Cache, CacheWarning
 from rfdiff.run import (ConfigError, SweepIncomplete, collect, load_config, point_key,
                           run_sweep, sweep_status)
+from sweep_points import log_counts, write_config
 
 REPO = Path(__file__).resolve().parents[2]
 TESTS = Path(__file__).resolve().parents[1]
@@ -27,12 +26,6 @@ TESTS = Path(__file__).resolve().parents[1]
 def _pinned_code_version(monkeypatch):
     # Other edits to the source tree during a test must not change the cache keys.
     monkeypatch.setenv("RFDIFF_CODE_VERSION", "sweep-tests")
-
-
-def write_config(tmp_path: Path, body: str, name: str = "sweep.toml") -> Path:
-    path = tmp_path / name
-    path.write_text(textwrap.dedent(body))
-    return path
 
 
 QUAD = """
@@ -297,12 +290,6 @@ def _valid_entries(cache: Cache, cfg, keys) -> set[int]:
     return {i for i, k in enumerate(keys) if cache.has(k)}
 
 
-def _log_counts(log: Path) -> collections.Counter:
-    if not log.exists():
-        return collections.Counter()
-    return collections.Counter(int(line.split()[0]) for line in log.read_text().splitlines())
-
-
 def test_sigkill_mid_sweep_then_rerun_computes_each_point_once(tmp_path):
     npts, workers = 12, 2
     log = tmp_path / "log.txt"
@@ -340,7 +327,7 @@ def test_sigkill_mid_sweep_then_rerun_computes_each_point_once(tmp_path):
     assert proc.returncode == -signal.SIGKILL
 
     done_after_kill = _valid_entries(cache, cfg, keys)
-    first = _log_counts(log)
+    first = log_counts(log)
     assert 4 <= len(done_after_kill) < npts, "the kill must land mid-run"
     for i in done_after_kill:  # whatever was written is whole
         assert cache.get(keys[i])["outputs"]["square"] == float(i * i)
@@ -355,7 +342,7 @@ def test_sigkill_mid_sweep_then_rerun_computes_each_point_once(tmp_path):
     rerun = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True,
                            timeout=120)
     assert rerun.returncode == 0, rerun.stderr
-    second = _log_counts(log) - first
+    second = log_counts(log) - first
 
     # A point with a result is never recomputed; every other point is computed exactly
     # once by the rerun. Only points that finished in a worker but were still in flight
