@@ -105,16 +105,14 @@ def _json(obj) -> str:
     return canonical_json(obj)
 
 
-def _engine(jobs: int = 1, cluster: str | None = None, scheduler: str | None = None,
-            max_seconds: float | None = None) -> dict:
-    """Engine arguments of :func:`rfdiff.run.run_experiments`: ``jobs`` local processes
-    (1: in this process), or Dask (``cluster="local"`` with ``jobs`` workers, ``scheduler``);
-    ``max_seconds``: the wall-time budget of a run in parts."""
+def _engine(jobs: int = 1, cluster: str | None = None, scheduler: str | None = None) -> dict:
+    """Executor arguments of :func:`rfdiff.run.run_experiments`: ``jobs`` local processes
+    (1: in this process), or Dask (``cluster="local"`` with ``jobs`` workers, ``scheduler``)."""
     if cluster is not None or scheduler is not None:
-        return {"cluster": cluster, "scheduler": scheduler, "workers": jobs, "max_seconds": max_seconds}
+        return {"cluster": cluster, "scheduler": scheduler, "workers": jobs}
     if jobs <= 1:
-        return {"serial": True, "max_seconds": max_seconds}
-    return {"workers": jobs, "threads": _THREADS[0] or None, "max_seconds": max_seconds}
+        return {"serial": True}
+    return {"workers": jobs, "threads": _THREADS[0] or None}
 
 
 def _finish(fig: Figure, preset: str, params: dict, ds, report, seconds: float):
@@ -138,7 +136,7 @@ def compute(name: str, preset: str = "quick", *, cache=None, overrides: dict | N
     with threads(_THREADS[0]):
         ds, report = run_experiment(fig.experiment, params, preset, cache=cache,
                                     use_cache=use_cache, progress=progress,
-                                    **_engine(jobs, cluster, scheduler, max_seconds))
+                                    max_seconds=max_seconds, **_engine(jobs, cluster, scheduler))
     secs = time.perf_counter() - t0
     hit = use_cache and report.cached == report.total
     return _finish(fig, preset, params, ds, report, secs), secs, hit
@@ -199,7 +197,7 @@ def make_all(preset: str = "quick", out="figures", *, cache=None, names=None, jo
     runs = [(f.experiment, f.params(preset), preset) for f in figs]
     with threads(_THREADS[0]):
         results = run_experiments(runs, cache=cache, use_cache=use_cache, progress=progress,
-                                  **_engine(jobs, cluster, scheduler, max_seconds))
+                                  max_seconds=max_seconds, **_engine(jobs, cluster, scheduler))
     secs = time.perf_counter() - t0
     done = []
     for f, (exp, params, _), (ds, report) in zip(figs, runs, results):

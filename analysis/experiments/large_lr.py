@@ -547,12 +547,11 @@ def summary(ds) -> dict:
     for d in ds.d.values:
         for tr in ds.train.values:
             for t in ds.t.values:
-                e = ds.excess_risk.sel(d=d, train=tr, t=t)
                 if np.all(np.isnan(ds.steps.sel(d=d, train=tr, t=t).values)):
                     continue                   # not run (d > 1 outside ts_high_d)
                 key = f"d={d}, {tr}, t={t:g}"
                 out[f"{key}: excess risk median over seeds per lr {[float(x) for x in ds.lr.values]}"] = _medians(
-                    e.values)
+                    ds.excess_risk.sel(d=d, train=tr, t=t).values)
                 out[f"{key}: sharpness / threshold, median per lr"] = _medians(
                     (ds.sharpness / ds.threshold).sel(d=d, train=tr, t=t).values)
                 out[f"{key}: diverged runs per lr"] = [
