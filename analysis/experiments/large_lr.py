@@ -59,6 +59,7 @@ from __future__ import annotations
 
 import math
 
+import numba
 import numpy as np
 
 import rfdiff as rf
@@ -361,40 +362,96 @@ def outer_gradient_descent(params, x, t, lr, steps) -> np.ndarray:
     return a.detach().numpy()[:, 0]
 
 
+def batch_loss_gradient(params, y, eps, sigma, train="all"):
+    """``(loss, grads)``: the batch loss ``mean_i |s(y_i) + eps_i/sigma|^2`` and its gradient in
+    the trained parameters, by hand (:func:`sgd`'s step; the tests compare it with autograd).
+
+    With ``h = y w^T + b``, ``u = 1[h > 0]``, ``r = s(y) + eps/sigma`` and ``G = 2 r / (B m)``:
+    ``dL/da = ReLU(h)^T G``, ``dL/dh = (G a^T) u``, ``dL/dw = (dL/dh)^T y``, ``dL/db = sum_i dL/dh_i``.
+    """
+    a = params["a"]
+    m, B = a.shape[0], y.shape[0]
+    h = y @ params["w"].T + params["b"]
+    u = h > 0
+    phi = h * u
+    r = phi @ a / m + eps / sigma
+    G = r * (2.0 / (B * m))
+    grads = {"a": phi.T @ G}
+    if train == "all":
+        dh = (G @ a.T) * u
+        grads["w"] = dh.T @ y
+        grads["b"] = dh.sum(axis=0)
+    return float(np.mean(np.sum(r ** 2, axis=1))), grads
+
+
+@numba.njit(fastmath=True, nogil=True, cache=True)
+def _sgd_step_d1(a, w, b, y, eps, sigma, step, train_all):
+    """One SGD step in place for d = 1 (vectors a, w, b of the m units; y, eps of the batch):
+    the formulas of :func:`batch_loss_gradient` fused into two passes over the (B, m) units,
+    without storing ``h``. Returns the batch loss before the step."""
+    m, B = a.size, y.size
+    G = np.empty(B)
+    loss = 0.0
+    for i in range(B):
+        s = 0.0
+        for j in range(m):
+            s += max(y[i] * w[j] + b[j], 0.0) * a[j]
+        r = s / m + eps[i] / sigma
+        loss += r * r
+        G[i] = r * (2.0 / (B * m))
+    for j in range(m):
+        ga, gw, gb = 0.0, 0.0, 0.0
+        for i in range(B):
+            h = y[i] * w[j] + b[j]
+            ga += max(h, 0.0) * G[i]
+            dh = G[i] * a[j] if h > 0 else 0.0
+            gw += dh * y[i]
+            gb += dh
+        a[j] -= step * ga
+        if train_all:
+            w[j] -= step * gw
+            b[j] -= step * gb
+    return loss / B
+
+
 def sgd(params, x, t, lr, steps, train="all", *, batch=50, seed=0, progress=False, max_norm=1e8):
-    """SGD on the denoising loss (module docstring): ``(params, diverged, loss_trace)``."""
-    torch = _torch()
+    """SGD on the denoising loss (module docstring): ``(params, diverged, loss_trace)``.
+
+    The gradient is by hand (:func:`batch_loss_gradient`), NumPy for d > 1 and the same formulas
+    fused in numba for d = 1 (:func:`_sgd_step_d1`); ``benchmarks/large_lr.py`` times both against
+    torch autograd. The draws ``(eps, i)`` of each step come from
+    ``numpy.random.default_rng([seed, 5])``.
+    """
     from tqdm.auto import tqdm
 
     proc = rf.OU()
     mu, sigma = float(proc.alpha(t)), float(proc.sigma(t))
-    m = np.asarray(params["a"]).shape[0]
-    P = _torch_params(params, torch)
+    P = {k: np.array(v, dtype=float) for k, v in params.items()}
+    m, d = P["a"].shape
     names = ("a", "w", "b") if train == "all" else ("a",)
-    for k in names:
-        P[k].requires_grad_(True)
-    X = torch.tensor(np.asarray(x, dtype=float))
-    gen = torch.Generator().manual_seed(int(seed) * 7919 + 17)
+    x = np.asarray(x, dtype=float)
+    rng = np.random.default_rng([int(seed), 5])
     trace, diverged = [], False
     every = max(1, steps // 50)
     for k in tqdm(range(int(steps)), disable=not progress, desc=f"sgd lr={lr:g} {train}", leave=False):
-        i = torch.randint(0, X.shape[0], (batch,), generator=gen)
-        eps = torch.randn(batch, X.shape[1], generator=gen, dtype=torch.float64)
-        y = mu * X[i] + sigma * eps
-        loss = torch.mean(torch.sum((net(P, y) + eps / sigma) ** 2, dim=1))
-        if not torch.isfinite(loss):
+        eps = rng.standard_normal((batch, d))
+        y = mu * x[rng.integers(0, x.shape[0], batch)] + sigma * eps
+        if d == 1:    # in place, on views of P's arrays
+            loss = _sgd_step_d1(P["a"][:, 0], P["w"][:, 0], P["b"], y[:, 0], eps[:, 0], sigma, lr * m,
+                                train == "all")
+        else:
+            loss, grads = batch_loss_gradient(P, y, eps, sigma, train)
+            for name, g in grads.items():
+                P[name] -= lr * m * g
+        if not math.isfinite(loss):
             diverged = True
             break
-        g = torch.autograd.grad(loss, [P[n] for n in names])
-        with torch.no_grad():
-            for n, gi in zip(names, g):
-                P[n] -= lr * m * gi
-            if not all(torch.isfinite(P[n]).all() and P[n].abs().max() < max_norm for n in names):
-                diverged = True
-                break
+        if not all(np.abs(P[name]).max() < max_norm for name in names):   # also False for NaN
+            diverged = True
+            break
         if k % every == 0:
-            trace.append(float(loss.detach()))
-    return {k: v.detach().numpy().copy() for k, v in P.items()}, diverged, np.asarray(trace)
+            trace.append(loss)
+    return P, diverged, np.asarray(trace)
 
 
 def memorization(params, x, t, n_samples=1000, seed=0) -> float:

@@ -39,6 +39,65 @@ def test_outer_limit_is_the_least_squares_solution():
         assert gap[0] > gap[1] > gap[2] and gap[2] < 1e-8 * np.abs(a_inf).max()
 
 
+@pytest.mark.parametrize("d,train", [(1, "all"), (1, "outer"), (3, "all")])
+def test_batch_gradient_by_hand_equals_autograd(d, train):
+    """SGD's hand-written gradient of the batch loss equals torch autograd's, at a point where
+    about half the units are active for each input."""
+    import torch
+
+    x, p = L.training_set(20, d, 4), L.init_params(40, d, 4)
+    p["b"] = np.random.default_rng(1).standard_normal(40) * 0.3
+    rng = np.random.default_rng(2)
+    eps = rng.standard_normal((50, d))
+    y = 0.8 * x[rng.integers(0, 20, 50)] + 0.6 * eps
+    loss, g = L.batch_loss_gradient(p, y, eps, 0.6, train)
+    P = {k: torch.tensor(v, requires_grad=True) for k, v in p.items()}
+    ref = torch.mean(torch.sum((L.net(P, torch.tensor(y)) + torch.tensor(eps) / 0.6) ** 2, dim=1))
+    ref.backward()
+    assert abs(loss - float(ref.detach())) < 1e-12 * float(ref.detach())
+    assert set(g) == ({"a", "w", "b"} if train == "all" else {"a"})
+    for k, gk in g.items():
+        assert np.abs(gk).max() > 1e-3
+        np.testing.assert_allclose(gk, P[k].grad.numpy(), rtol=1e-11, atol=1e-14)
+
+
+@pytest.mark.parametrize("d,train", [(1, "all"), (1, "outer"), (2, "all")])
+def test_sgd_steps_are_the_hand_gradient_steps(d, train):
+    """Three steps of sgd (d = 1: the fused numba kernel) equal three steps of
+    lr*m*batch_loss_gradient on the same draws, and its loss trace is the batch loss."""
+    x, p = L.training_set(20, d, 0), L.init_params(30, d, 0)
+    p["b"] = np.random.default_rng(1).standard_normal(30) * 0.3
+    lr, t = 0.1, 0.2
+    pT, div, trace = L.sgd(p, x, t, lr, 3, train, batch=7, seed=5)
+    mu, sigma = np.exp(-t), np.sqrt(-np.expm1(-2 * t))
+    rng = np.random.default_rng([5, 5])
+    Q = {k: v.copy() for k, v in p.items()}
+    losses = []
+    for _ in range(3):
+        eps = rng.standard_normal((7, d))
+        y = mu * x[rng.integers(0, 20, 7)] + sigma * eps
+        loss, g = L.batch_loss_gradient(Q, y, eps, sigma, train)
+        losses.append(loss)
+        for k, gk in g.items():
+            Q[k] = Q[k] - lr * 30 * gk
+    assert not div
+    np.testing.assert_allclose(trace, losses, rtol=1e-12)
+    for k in p:
+        np.testing.assert_allclose(pT[k], Q[k], rtol=1e-12, atol=1e-14)
+        assert (np.abs(pT[k] - p[k]).max() > 1e-4) == (train == "all" or k == "a")
+
+
+def test_sgd_reproducible_and_diverges_at_a_huge_lr():
+    x, p = L.training_set(20, 1, 0), L.init_params(30, 1, 0)
+    p1, div1, tr1 = L.sgd(p, x, 0.2, 0.1, 200, seed=3)
+    p2, div2, tr2 = L.sgd(p, x, 0.2, 0.1, 200, seed=3)
+    p3, *_ = L.sgd(p, x, 0.2, 0.1, 200, seed=4)
+    assert not div1 and all(np.array_equal(p1[k], p2[k]) for k in p1) and np.array_equal(tr1, tr2)
+    assert np.abs(p1["w"] - p3["w"]).max() > 1e-6
+    assert np.array_equal(p["a"], L.init_params(30, 1, 0)["a"])          # the input is not modified
+    assert L.sgd(p, x, 0.2, 200.0, 200, seed=3)[1]
+
+
 def test_hessian_vs_finite_difference_and_excess_vs_mc():
     x, p = L.training_set(20, 1, 0), L.init_params(30, 1, 0)
     pT, div, _ = L.sgd(p, x, 0.2, 0.1, 100, seed=0)
