@@ -42,7 +42,8 @@ Measurements at the end of training:
   which adds ``2 p_t(y_j) r(y_j) a_j / (m |w_j|) [y_j^2, y_j; y_j, 1]`` at ``y_j = -b_j/w_j``,
   ``r = s - s*`` (:func:`hessian_operator`, autograd HVPs plus the same kink terms, is the
   tests' reference). d > 1: Lanczos (``scipy.sparse.linalg.eigsh``) on the Monte Carlo
-  risk's autograd Hessian-vector products (kink terms omitted).
+  risk's closed-form Hessian-vector products (:func:`hessian_product`; kink terms omitted;
+  autograd's, :func:`hessian_operator`, is the tests' reference).
 - ``memorization``: the paper trains at one noise level, so there is no
   reverse-time sampler; we use the one-step Tweedie denoiser
   ``x_hat = (Y + sigma_t^2 s(Y)) / mu_t`` with ``Y ~ p_t`` (``n_samples`` draws)
@@ -293,15 +294,54 @@ def hessian_matrix(params, x, t, train="all") -> np.ndarray:
     return H
 
 
+def hessian_product(params, x, t, train="all", *, mc_draws=20000, seed=0):
+    """``(matvec, p)``: the Hessian of the Monte Carlo risk ``R(theta) = sum_n omega_n |r_n|^2``
+    (:class:`Risk`'s draws, any d; no kink terms) times a vector, in closed form.
+
+    With ``r_n = s(y_n) - s*_n``, ``h = y w^T + b``, ``u = 1[h > 0]``, ``Phi = ReLU(h)`` and a
+    direction ``(A, W, beta)``: ``Z = u (y W^T + beta)``, ``dS = (Phi A + Z a)/m`` (the Jacobian
+    times the direction) and ``E = u [(omega dS) a^T + (omega r) A^T]``, the product is
+
+        H_a = (2/m) [Phi^T (omega dS) + Z^T (omega r)],   H_w = (2/m) E^T y,   H_b = (2/m) sum_n E_n,
+
+    (the Gauss-Newton part plus the a.e. second derivatives ``d^2 s/da_j d(w_j, b_j)``);
+    ``train="outer"``: ``H_a = (2/m) Phi^T (omega dS)`` with ``dS = Phi A/m``. Flattened as
+    :func:`hessian_operator`, the autograd reference the tests compare it with.
+    """
+    params = {k: np.asarray(v, dtype=float) for k, v in params.items()}
+    a, w, b = params["a"], params["w"], params["b"]
+    m, d = a.shape
+    risk = Risk(x, t, mc_draws=mc_draws, seed=seed)
+    y, om = risk.y, risk.weights[:, None]
+    h = y @ w.T + b
+    u = h > 0
+    phi = h * u
+    omr = om * (phi @ a / m - risk.s_star)
+
+    def matvec(v):
+        v = np.asarray(v, dtype=float).ravel()
+        A = v[:m * d].reshape(m, d)
+        if train == "outer":
+            return (2.0 / m) * (phi.T @ (om * (phi @ A / m))).ravel()
+        W, beta = v[m * d:2 * m * d].reshape(m, d), v[2 * m * d:]
+        Z = u * (y @ W.T + beta)
+        omds = om * ((phi @ A + Z @ a) / m)
+        E = u * (omds @ a.T + omr @ A.T)
+        return (2.0 / m) * np.concatenate([(phi.T @ omds + Z.T @ omr).ravel(), (E.T @ y).ravel(),
+                                           E.sum(axis=0)])
+
+    return matvec, (2 * m * d + m) if train == "all" else m * d
+
+
 def sharpness(params, x, t, train="all", **kw) -> float:
     """``lambda_max`` of the Hessian of ``R_n``: d = 1 the largest eigenvalue of
-    :func:`hessian_matrix` (dense, LAPACK); d > 1 Lanczos on :func:`hessian_operator`."""
+    :func:`hessian_matrix` (dense, LAPACK); d > 1 Lanczos on :func:`hessian_product`."""
     from scipy.sparse.linalg import LinearOperator, eigsh
 
     if np.asarray(params["a"]).shape[1] == 1:
         H = hessian_matrix(params, x, t, train)
         return float(np.linalg.eigvalsh((H + H.T) / 2)[-1])
-    mv, p = hessian_operator(params, x, t, train, **kw)
+    mv, p = hessian_product(params, x, t, train, **kw)
     op = LinearOperator((p, p), matvec=mv, dtype=float)
     return float(eigsh(op, k=1, which="LA", tol=1e-8, v0=np.ones(p))[0][0])
 

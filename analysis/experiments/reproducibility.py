@@ -220,7 +220,8 @@ class RFPairMember:
             Cp += cw * y.T @ psi
             c0 += cw * float(np.sum(y * y))
         A = self.flow.params(np.asarray(taus, dtype=float))
-        return (np.einsum("kdm,mn,kdn->k", A, Gp, A) / m**2 - 2.0 * np.einsum("kdm,dm->k", A, Cp) / m + c0)
+        # tr(A Gp A^T) as sum((A Gp) * A): a GEMM, not einsum's loop over (k, d, m, n)
+        return (np.einsum("kdm,kdm->k", A @ Gp, A) / m**2 - 2.0 * np.einsum("kdm,dm->k", A, Cp) / m + c0)
 
 
 def rf_pair(x, process, *, d, seed, m, n_eps, n_time, t_min, T, parametrization="score"):

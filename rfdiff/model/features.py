@@ -266,7 +266,11 @@ class RandomFeatureScore:
         return self.time_embedding(t) @ self.U.T
 
     def _bias_rows(self, k: int, t) -> np.ndarray:
-        """``b(t)`` as (1, m) for one time or (k, m) for a time per point."""
+        """``b(t)`` as (1, m) for one time or (k, m) for a time per point; (1, m) also when
+        every point has the same time (a sampler's step), so that ``b`` is computed once."""
+        tt = np.asarray(t)
+        if tt.ndim == 1 and tt.size == k > 1 and np.all(tt == tt[0]):
+            t = tt[:1]
         b = np.atleast_2d(self.bias(t))
         if b.shape[0] not in (1, k):
             raise ValueError(f"t must be a scalar or have one time per point ({k}), got {b.shape[0]}")

@@ -134,6 +134,17 @@ def test_d10_variant_monte_carlo_and_lanczos():
     mv, n = L.hessian_operator(p, x, 0.2, mc_draws=2000)
     Hd = np.stack([mv(e) for e in np.eye(n)], axis=1)
     assert abs(L.sharpness(p, x, 0.2, mc_draws=2000) - np.linalg.eigvalsh((Hd + Hd.T) / 2)[-1]) < 1e-6
+    # the closed-form Hessian-vector product (which the sharpness uses) equals autograd's, after
+    # training (r != 0, so the second-derivative terms count), for both trained sets
+    pT, div, _ = L.sgd(L.init_params(12, 10, 1), x, 0.2, 0.1, 300, seed=0)
+    assert not div
+    v = np.random.default_rng(2).standard_normal(2 * 12 * 10 + 12)
+    for train, k in (("all", v.size), ("outer", 120)):
+        mv_ad, n_ad = L.hessian_operator(pT, x, 0.2, train, mc_draws=2000, seed=3)
+        mv_cf, n_cf = L.hessian_product(pT, x, 0.2, train, mc_draws=2000, seed=3)
+        ref = mv_ad(v[:k])
+        assert n_ad == n_cf == k
+        np.testing.assert_allclose(mv_cf(v[:k]), ref, rtol=0, atol=1e-12 * np.abs(ref).max())
     r = L.point(lr=0.1, t=0.2, seed=0, width=8, d=10, horizon=1.0, n_samples=100)
     assert not r["diverged"] and np.isfinite(r["excess_risk"]) and r["excess_risk_error"] > 0
 

@@ -43,6 +43,19 @@ def test_features_are_seeded_and_time_embedding_bounded():
     assert a.features(z, np.full(4, 0.5)).shape == (4, 20)
 
 
+@pytest.mark.parametrize("dim", [2, 12])        # the fused ReLU kernel and the GEMM path
+def test_features_with_a_time_per_point_are_the_rows_at_each_time(dim):
+    """Equal times per point (one bias row, broadcast) and distinct times (a bias row per
+    point) both give, row by row, the features at that one scalar time."""
+    model = rf.RandomFeatureScore(m=30, dim=dim, seed=2)
+    z = np.random.default_rng(0).standard_normal((5, dim))
+    for t in (np.full(5, 0.3), np.array([0.01, 0.3, 0.3, 2.0, 7.5])):
+        rows = np.stack([model.features(z[i:i + 1], float(t[i]))[0] for i in range(5)])
+        np.testing.assert_allclose(model.features(z, t), rows, rtol=1e-13, atol=1e-15)
+    with pytest.raises(ValueError, match="one time per point"):
+        model.features(z, np.full(4, 0.3))
+
+
 @pytest.mark.parametrize("kw,match", [
     (dict(m=0), "m must"), (dict(m=-3), "m must"), (dict(m=4, dim=0), "dim"),
     (dict(m=4, activation="sigmoidish"), "activation"),

@@ -27,7 +27,7 @@ def _ivp(form, A0, taus):
 
     jac = -np.kron(np.eye(d), H.T)
     sol = solve_ivp(rhs, (0, taus[-1]), A0.ravel(), method="Radau", jac=jac,
-                    t_eval=taus, rtol=1e-13, atol=1e-15 * max(1.0, np.abs(Cm).max()))
+                    t_eval=taus, rtol=1e-12, atol=1e-15 * max(1.0, np.abs(Cm).max()))
     assert sol.success
     return sol.y.T.reshape(len(taus), d, m)
 
