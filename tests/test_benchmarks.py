@@ -15,7 +15,8 @@ KEYS = {
     "scaling.py": (),
     "trajectory.py": ("total_s", "trajectory_cost_in_gd_steps", "kl_ode_max_error"),
     "pre_memorization.py": ("assembly_s", "gemm_s", "assembly_vs_gemms"),
-    "large_lr.py": ("d1_speedup", "d10_speedup", "d1_max_grad_difference", "d10_max_grad_difference"),
+    "large_lr.py": ("d1_speedup", "d10_speedup", "d1_max_grad_difference", "d10_max_grad_difference",
+                    "hvp_speedup", "max_hvp_difference"),
 }
 
 
@@ -36,7 +37,7 @@ def test_quick_benchmark_runs_and_reports(script, tmp_path):
             res["tau_star"]
         assert "speedup_at_tau_star" in res["projected"]
     if script == "large_lr.py":
-        assert max(res["d1_max_grad_difference"], res["d10_max_grad_difference"]) < 1e-12
+        assert max(res["d1_max_grad_difference"], res["d10_max_grad_difference"], res["max_hvp_difference"]) < 1e-12
 
 
 @pytest.mark.slow
