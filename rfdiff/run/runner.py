@@ -214,11 +214,32 @@ def _last_line(tb: str) -> str:
     return lines[-1].strip() if lines else "unknown error"
 
 
+class _LogLines:
+    """tqdm's output for a log (stderr not a terminal): each refresh as its own line."""
+
+    def write(self, s: str) -> None:
+        s = s.replace("\r", "").strip()
+        if s:
+            sys.stderr.write(s + "\n")
+            sys.stderr.flush()
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
+#: seconds between progress lines when stderr is not a terminal (a run in the background)
+LOG_PROGRESS_EVERY_S = 60.0
+
+
 def _progress(name: str, total: int, initial: int, enabled: bool):
+    """A tqdm bar with ETA on a terminal; in a log, the same line every ``LOG_PROGRESS_EVERY_S``
+    (the first after that long: a run that stops sooner writes none)."""
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, initial=initial, desc=name, unit="pt", file=sys.stderr,
-                disable=not enabled or not sys.stderr.isatty(), dynamic_ncols=True,
+    tty = sys.stderr.isatty()
+    return tqdm(total=total, initial=initial, desc=name, unit="pt", file=sys.stderr if tty else _LogLines(),
+                disable=not enabled, dynamic_ncols=tty, ncols=None if tty else 100,
+                mininterval=0.1 if tty else LOG_PROGRESS_EVERY_S, delay=0 if tty else LOG_PROGRESS_EVERY_S,
                 smoothing=0.1)
 
 

@@ -372,6 +372,22 @@ def test_a_run_in_parts_stops_at_max_seconds_and_resumes_the_rest_once(tmp_path)
         run_points(jobs, cache, serial=True, progress=False, max_seconds=0)
 
 
+def test_progress_in_a_log_is_one_line_per_refresh_with_counts(tmp_path, capsys, monkeypatch):
+    """stderr not a terminal (a background run's log): the tqdm line, ETA included, on lines of
+    their own at most every LOG_PROGRESS_EVERY_S (0 here: every point), no carriage returns."""
+    import rfdiff.run.runner as runner
+
+    monkeypatch.setattr(runner, "LOG_PROGRESS_EVERY_S", 0.0)
+    log = tmp_path / "log.txt"
+    jobs = [PointJob("sweep_points:counted", {"i": i, "log": str(log)},
+                     cache_key("sweep_points:counted", {"i": i, "log": str(log)}, CV)) for i in range(3)]
+    run_points(jobs, Cache(tmp_path / "cache"), name="demo", serial=True, progress=True)
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.startswith("demo")]
+    assert "\r" not in err and len(lines) >= 3, err
+    assert "3/3" in lines[-1] and any("<" in ln for ln in lines)     # tqdm's "elapsed<remaining"
+
+
 def test_figure_in_parts_exit_3_then_resumes(tmp_path, capsys):
     args = ["figure", "width", "--tiny", "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache")]
     assert main(args + ["--max-seconds", "1e-9"]) == 3            # no point starts: all left
