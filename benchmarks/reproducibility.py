@@ -13,6 +13,12 @@ block low-rank mixture (K = 2, r = 4): times
 against an m x m x m float64 GEMM timed in the same run (its GFLOP/s is the
 machine's yardstick; each part is also given as GEMM-equivalents, time / GEMM time).
 
+Then the score-error curve of the figure's point, ``RFPairMember.score_error_curve``
+on the figure's 27 training times and 12 x ``n_mc`` nodes (each node's features
+times the stack of all ``A(tau)``), against the way it was computed before, by the
+quadratic form of the nodes, ``tr(A Gp A^T)`` with ``Gp = sum_t c_t Phi_t^T Phi_t``
+(m x m); the two are timed interleaved in the same run.
+
     python benchmarks/reproducibility.py [--quick] [--json PATH] [--backend B]
 """
 import math
@@ -21,8 +27,9 @@ import time
 import numpy as np
 
 import rfdiff as rf
+from analysis.experiments import reproducibility as R
 
-from _common import best_of, parser, report
+from _common import best_of, best_times, parser, report
 
 
 def _block_mixture(d, K, r, seed=0):
@@ -74,7 +81,34 @@ def main(argv=None):
         out[f"{k}_s"] = t
         out[f"{k}_gemm_equivalents"] = t / t_gemm
         out[f"{k}_gflops"] = flops / t / 1e9
+    out.update(_score_error_curve(target, model, x, d, m, n_mc=1024 if args.quick else 4096))
     report(out, args.json)
+
+
+def _score_error_curve(target, model, x, d, m, n_mc):
+    """The curve against the quadratic form (module docstring): times, ratio, largest difference."""
+    process = rf.OU()
+    sm = rf.ScoreMatching(model, x[:8], process, 1e-3, 8.0, "sigma2", n_time=32, n_eps=1, seed=0)
+    member = R.RFPairMember(model, sm, "score")
+    nodes = R.ScoreErrorNodes(target, process, 1e-3, 8.0, 12, n_mc)
+    taus = 10.0 ** R.TAU_EXPONENTS / member.flow.lambda_max
+
+    def quadratic_form():
+        Gp, Cp, c0 = np.zeros((m, m)), np.zeros((d, m)), 0.0
+        for tt, w, zz, y in zip(nodes.t, nodes.w, nodes.z, nodes.ref):
+            cw = w * float(process.sigma2(tt)) / len(zz)
+            psi = model.features(zz, tt)
+            Gp += cw * psi.T @ psi
+            Cp += cw * y.T @ psi
+            c0 += cw * float(np.sum(y * y))
+        P = member.flow.params(taus)
+        return np.einsum("kdm,kdm->k", P @ Gp, P) / m**2 - 2.0 * np.einsum("kdm,dm->k", P, Cp) / m + c0
+
+    curve, reference = member.score_error_curve(taus, nodes), quadratic_form()
+    t_curve, t_form = best_times([lambda: member.score_error_curve(taus, nodes), quadratic_form], repeat=2)
+    return {"score_error_curve_s": t_curve, "quadratic_form_curve_s": t_form,
+            "score_error_curve_speedup": t_form / t_curve,
+            "score_error_curve_max_rel_difference": float(np.max(np.abs(curve - reference) / np.abs(reference)))}
 
 
 if __name__ == "__main__":

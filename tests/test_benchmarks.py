@@ -15,6 +15,7 @@ KEYS = {
     "scaling.py": (),
     "trajectory.py": ("total_s", "trajectory_cost_in_gd_steps", "kl_ode_max_error"),
     "pre_memorization.py": ("assembly_s", "gemm_s", "assembly_vs_gemms"),
+    "reproducibility.py": ("score_error_curve_speedup", "score_error_curve_max_rel_difference"),
     "large_lr.py": ("d1_speedup", "d10_speedup", "d1_max_grad_difference", "d10_max_grad_difference",
                     "hvp_speedup", "max_hvp_difference"),
 }
@@ -38,6 +39,8 @@ def test_quick_benchmark_runs_and_reports(script, tmp_path):
         assert "speedup_at_tau_star" in res["projected"]
     if script == "large_lr.py":
         assert max(res["d1_max_grad_difference"], res["d10_max_grad_difference"], res["max_hvp_difference"]) < 1e-12
+    if script == "reproducibility.py":
+        assert res["score_error_curve_max_rel_difference"] < 1e-8
 
 
 @pytest.mark.slow

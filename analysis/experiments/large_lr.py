@@ -619,7 +619,7 @@ def reduce(p: dict, results: list):
                      "lr_normalisation": "step = lr*m*grad; stability threshold 2/(m*lr)",
                      "excess_risk_method": "composite Gauss-Legendre, kinks as breakpoints (d=1); "
                                            "Monte Carlo over mc_draws fixed draws of p_t (d>1)",
-                     "sharpness_method": "dense closed-form Hessian with kink terms (d=1); Lanczos on autograd "
+                     "sharpness_method": "dense closed-form Hessian with kink terms (d=1); Lanczos on closed-form "
                                          "Hessian-vector products of the Monte-Carlo risk (d>1)",
                      "memorization_method": "one-step Tweedie denoiser of Y~p_t, ratio<1/3"})
     return ds

@@ -157,13 +157,19 @@ class ScoreErrorNodes:
 
     def __call__(self, score):
         """``(E, standard error)``."""
+        val, se = self.stacked(lambda z, t: np.asarray(score(z, np.full(len(z), t)))[:, None, :])
+        return float(val[0]), float(se[0])
+
+    def stacked(self, predict):
+        """``(E, standard error)``, each of shape (k,), for k models at once:
+        ``predict(z, t)`` returns their scores at the node's points, shape (n, k, d)."""
         val, var = 0.0, 0.0
         for t, w, z, y in zip(self.t, self.w, self.z, self.ref):
-            e = np.sum((np.asarray(score(z, np.full(len(z), t))) - y) ** 2, axis=1)
+            e = np.sum((predict(z, t) - y[:, None, :]) ** 2, axis=2)
             c2 = w * float(self.process.sigma2(t))
-            val += c2 * e.mean()
-            var += c2 * c2 * e.var(ddof=1) / len(e)
-        return float(val), float(math.sqrt(var))
+            val = val + c2 * e.mean(axis=0)
+            var = var + c2 * c2 * e.var(axis=0, ddof=1) / len(e)
+        return np.asarray(val, dtype=float), np.sqrt(var)
 
 
 # -- the model pairs -----------------------------------------------------------------------
@@ -209,19 +215,17 @@ class RFPairMember:
                            dim=model.dim)
 
     def score_error_curve(self, taus, nodes):
-        """``E(A(tau))`` (the nodes' estimator, :class:`ScoreErrorNodes`) for many taus:
-        ``E = tr(A Gp A^T)/m^2 - 2 tr(A Cp^T)/m + c0p`` with the nodes' own quadratic form."""
-        m = self.model.m
-        Gp, Cp, c0 = np.zeros((m, m)), np.zeros((self.model.dim, m)), 0.0
-        for t, w, z, y in zip(nodes.t, nodes.w, nodes.z, nodes.ref):
-            cw = w * float(nodes.process.sigma2(t)) / len(z)
+        """``E(A(tau))`` (the nodes' estimator, :class:`ScoreErrorNodes`) for many taus: each
+        node's features once, times the stack of all ``A(tau)`` (an (n x m) by (m x k d) GEMM)."""
+        A = self.flow.params(np.asarray(taus, dtype=float))          # (k, d, m)
+        k, d, m = A.shape
+        AT = A.reshape(k * d, m).T / m
+
+        def predict(z, t):
             psi = self.model.features(z, t) * float(_gain(self.process, self.parametrization, t))
-            Gp += cw * psi.T @ psi
-            Cp += cw * y.T @ psi
-            c0 += cw * float(np.sum(y * y))
-        A = self.flow.params(np.asarray(taus, dtype=float))
-        # tr(A Gp A^T) as sum((A Gp) * A): a GEMM, not einsum's loop over (k, d, m, n)
-        return (np.einsum("kdm,kdm->k", A @ Gp, A) / m**2 - 2.0 * np.einsum("kdm,dm->k", A, Cp) / m + c0)
+            return (psi @ AT).reshape(len(z), k, d)
+
+        return nodes.stacked(predict)[0]
 
 
 def rf_pair(x, process, *, d, seed, m, n_eps, n_time, t_min, T, parametrization="score"):

@@ -93,8 +93,15 @@ def test_score_error_curve_equals_direct_evaluation(par):
     nodes = R.ScoreErrorNodes(t, rf.OU(), 1e-3, 8.0, 5, 128)
     taus = np.array([0.0, 3.0 / member.flow.lambda_max, np.inf])
     curve = member.score_error_curve(taus, nodes)
-    direct = np.array([nodes(member.score(tau))[0] for tau in taus])
-    np.testing.assert_allclose(curve, direct, rtol=1e-8)
+
+    def by_hand(score):          # E = sum_t w_t sigma_t^2 mean_i |s(z_i, t) - grad log p_t(z_i)|^2
+        terms = [w * float(rf.OU().sigma2(tt)) * np.sum((score(z, np.full(len(z), tt)) - y) ** 2, axis=1)
+                 for tt, w, z, y in zip(nodes.t, nodes.w, nodes.z, nodes.ref)]
+        return sum(e.mean() for e in terms), math.sqrt(sum(e.var(ddof=1) / len(e) for e in terms))
+
+    direct = np.array([by_hand(member.score(tau)) for tau in taus])
+    np.testing.assert_allclose(curve, direct[:, 0], rtol=1e-10)
+    np.testing.assert_allclose([nodes(member.score(tau)) for tau in taus], direct, rtol=1e-10)
     assert nodes(t.score_fn(rf.OU())) == (0.0, 0.0)
 
 
