@@ -56,6 +56,19 @@ def test_features_with_a_time_per_point_are_the_rows_at_each_time(dim):
         model.features(z, np.full(4, 0.3))
 
 
+@pytest.mark.parametrize("u_scale", [1.0, 0.0])
+def test_preactivation_is_w_z_plus_bias(u_scale):
+    """The one-GEMM form [z, e(t)] [W, U]^T equals W z + U e(t) term by term, for one time,
+    one time for all and a time per point (and U = 0: the time-free model's W z)."""
+    model = rf.RandomFeatureScore(m=40, dim=12, seed=4, u_scale=u_scale)
+    z = np.random.default_rng(2).standard_normal((7, 12))
+    for t in (0.3, np.full(7, 0.3), np.geomspace(1e-3, 8.0, 7)):
+        direct = np.einsum("kd,md->km", z, model.W) + np.atleast_2d(model.bias(t))
+        np.testing.assert_allclose(model.preactivation(z, t), direct, rtol=1e-13, atol=1e-14)
+    if u_scale == 0.0:
+        np.testing.assert_allclose(model.preactivation(z, 0.3), z @ model.W.T, rtol=1e-14, atol=0)
+
+
 @pytest.mark.parametrize("kw,match", [
     (dict(m=0), "m must"), (dict(m=-3), "m must"), (dict(m=4, dim=0), "dim"),
     (dict(m=4, activation="sigmoidish"), "activation"),
